@@ -1,0 +1,69 @@
+"""Tenant and API-key actions: create, authenticate, revoke."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from aigc_saas.accounts.models import ApiKey, Tenant
+
+KEY_PREFIX = "aigc"
+# last_used_at is written at most this often per key, so authentication is not a write per request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+class TenantExists(Exception):
+    pass
+
+
+def hash_key(raw_key: str) -> str:
+    # Keys carry 192 random bits, so a fast hash is safe here (no dictionary to attack).
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def create_tenant(name: str, slug: str | None = None) -> Tenant:
+    slug = slug or slugify(name)
+    if not slug:
+        raise ValueError(f"`slug`: cannot derive a slug from the name {name!r}; give one")
+    if Tenant.objects.filter(slug=slug).exists():
+        raise TenantExists(f"`slug`: a tenant with slug {slug!r} already exists")
+    return Tenant.objects.create(name=name, slug=slug, webhook_secret=secrets.token_hex(32))
+
+
+@transaction.atomic
+def create_api_key(tenant: Tenant, name: str) -> tuple[ApiKey, str]:
+    """Create a key; the raw key is returned once and never stored."""
+    prefix = secrets.token_hex(4)
+    raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
+    key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, hashed_key=hash_key(raw))
+    return key, raw
+
+
+def authenticate_key(raw_key: str) -> ApiKey | None:
+    """The active key matching `raw_key`, or None; touches last_used_at."""
+    parts = raw_key.split("_")
+    if len(parts) < 3 or parts[0] != KEY_PREFIX:
+        return None
+    key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
+    if key is None or not hmac.compare_digest(key.hashed_key, hash_key(raw_key)):
+        return None
+    if key.revoked_at is not None or not key.tenant.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def revoke_api_key(key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key

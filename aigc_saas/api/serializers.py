@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from aigc_saas.jobs.models import Artifact, Job, JobState
+from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
+
+
+class JobCreateSerializer(serializers.Serializer):
+    generator = serializers.CharField(max_length=64, help_text="Name of an enabled generator (GET /generators).")
+    params = serializers.JSONField(default=dict, help_text="Validated against the generator's params JSON Schema.")
+    model = serializers.CharField(
+        max_length=300, required=False, help_text="Model id to use instead of the default, where the admin allows it."
+    )
+    webhook_url = serializers.URLField(
+        max_length=2000, required=False, default="", help_text="Receives a signed POST when the job finishes."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class FieldErrorSerializer(ErrorSerializer):
+    field = serializers.CharField()
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    class Inner(ErrorSerializer):
+        fields = FieldErrorSerializer(many=True)
+
+    error = Inner()
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = ["id", "index", "filename", "content_type", "size", "sha256", "metadata", "url", "created_at"]
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, obj: Artifact) -> str:
+        return reverse(
+            "api:artifact-content",
+            kwargs={"job_id": obj.job_id, "artifact_id": obj.id},
+            request=self.context.get("request"),
+        )
+
+
+class ProgressSerializer(serializers.Serializer):
+    fraction = serializers.FloatField()
+    message = serializers.CharField()
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    artifacts = ArtifactSerializer(many=True, read_only=True)
+    state = serializers.ChoiceField(choices=JobState.choices)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "generator",
+            "plugin_version",
+            "model_id",
+            "state",
+            "progress",
+            "params",
+            "result",
+            "error",
+            "attempts",
+            "origin",
+            "artifacts",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, obj: Job) -> str:
+        return reverse("api:job-detail", kwargs={"job_id": obj.id}, request=self.context.get("request"))
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, obj: Job) -> dict[str, Any]:
+        return {"fraction": obj.progress, "message": obj.progress_message}
+
+    @extend_schema_field(ErrorSerializer(allow_null=True))
+    def get_error(self, obj: Job) -> dict[str, str] | None:
+        return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None
+
+
+class GeneratorSerializer(serializers.ModelSerializer):
+    default_model = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PluginRecord
+        fields = [
+            "name",
+            "modality",
+            "description",
+            "distribution",
+            "version",
+            "default_model",
+            "queue",
+            "params_schema",
+        ]
+
+    def get_default_model(self, obj: PluginRecord) -> str:
+        return self.context["default_models"].get(obj.name, obj.model_id)
+
+
+class PluginProblemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PluginProblemRecord
+        fields = ["entry_point", "distribution", "code", "message", "seen_at"]

@@ -1,0 +1,27 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aigc_saas.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("jobs", views.JobListCreate.as_view(), name="job-list"),
+    path("jobs/<uuid:job_id>", views.JobDetail.as_view(), name="job-detail"),
+    path("jobs/<uuid:job_id>/cancel", views.JobCancel.as_view(), name="job-cancel"),
+    path("jobs/<uuid:job_id>/events", views.JobEvents.as_view(), name="job-events"),
+    path(
+        "jobs/<uuid:job_id>/artifacts/<uuid:artifact_id>/content",
+        views.ArtifactContent.as_view(),
+        name="artifact-content",
+    ),
+    path("generators", views.GeneratorList.as_view(), name="generator-list"),
+    path("generators/problems", views.PluginProblemList.as_view(), name="generator-problems"),
+    path("generators/<str:name>", views.GeneratorDetail.as_view(), name="generator-detail"),
+    path("schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(url_name="api:schema", authentication_classes=[], permission_classes=[]),
+        name="docs",
+    ),
+]

@@ -1,0 +1,172 @@
+"""Thin views: parse, call one service, serialise."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aigc_saas.api.renderers import EventStreamRenderer, PassthroughRenderer
+from aigc_saas.api.serializers import (
+    ErrorBodySerializer,
+    GeneratorSerializer,
+    JobCreateSerializer,
+    JobSerializer,
+    PluginProblemSerializer,
+)
+from aigc_saas.errors import InvalidInput, NotFound
+from aigc_saas.jobs import services
+from aigc_saas.jobs.models import Artifact, Job, JobState
+from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
+from aigc_saas.plugins.services import effective_config, registry
+
+ERRORS = {code: OpenApiResponse(ErrorBodySerializer) for code in (400, 401, 404)}
+
+
+class JobListCreate(generics.ListAPIView):
+    serializer_class = JobSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        jobs = Job.objects.filter(tenant=self.request.user.tenant).prefetch_related("artifacts")
+        state = self.request.query_params.get("state")
+        if state:
+            if state not in JobState.values:
+                raise InvalidInput(f"`state`: {state!r} is not one of {JobState.values}", code="invalid_filter")
+            jobs = jobs.filter(state=state)
+        if generator := self.request.query_params.get("generator"):
+            jobs = jobs.filter(generator=generator)
+        return jobs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", enum=JobState.values, description="Only jobs in this state."),
+            OpenApiParameter("generator", str, description="Only jobs of this generator."),
+        ],
+        responses={200: JobSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=JobCreateSerializer, responses={202: JobSerializer, 413: ErrorBodySerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = JobCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = services.submit_job(request.user.tenant, api_key=request.user.api_key, **body.validated_data)
+        data = JobSerializer(job, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+
+
+class JobDetail(APIView):
+    @extend_schema(responses={200: JobSerializer, **ERRORS})
+    def get(self, request: Request, job_id: str) -> Response:
+        job = services.get_job(request.user.tenant, job_id)
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class JobCancel(APIView):
+    @extend_schema(request=None, responses={200: JobSerializer, 409: ErrorBodySerializer, **ERRORS})
+    def post(self, request: Request, job_id: str) -> Response:
+        job = services.cancel_job(services.get_job(request.user.tenant, job_id))
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class JobEvents(APIView):
+    """Server-sent events: a `progress` event on each change, then one `end` event with the final job."""
+
+    renderer_classes = [EventStreamRenderer, JSONRenderer]
+
+    @extend_schema(responses={(200, "text/event-stream"): OpenApiTypes.STR, **ERRORS})
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+        job = services.get_job(request.user.tenant, job_id)
+        context = {"request": request}
+
+        def stream() -> Iterator[str]:
+            last = None
+            deadline = time.monotonic() + settings.AIGC_JOB_TIME_LIMIT + 600
+            while time.monotonic() < deadline:
+                current = Job.objects.prefetch_related("artifacts").get(pk=job.pk)
+                snapshot = (current.state, current.progress, current.progress_message)
+                if current.is_terminal:
+                    yield f"event: end\ndata: {json.dumps(JobSerializer(current, context=context).data)}\n\n"
+                    return
+                if snapshot != last:
+                    last = snapshot
+                    payload = {
+                        "state": current.state,
+                        "fraction": current.progress,
+                        "message": current.progress_message,
+                    }
+                    yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
+                else:
+                    yield ": keep-alive\n\n"
+                time.sleep(0.5)
+
+        response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+class ArtifactContent(APIView):
+    renderer_classes = [JSONRenderer, PassthroughRenderer]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS})
+    def get(self, request: Request, job_id: str, artifact_id: str) -> FileResponse:
+        job = services.get_job(request.user.tenant, job_id)
+        artifact = Artifact.objects.filter(job=job, pk=artifact_id).first()
+        if artifact is None:
+            raise NotFound(f"`artifact_id`: no artifact {artifact_id} in job {job_id}")
+        response = FileResponse(
+            artifact.file.open("rb"),
+            content_type=artifact.content_type,
+            as_attachment=False,
+            filename=artifact.filename,
+        )
+        response["Content-Length"] = str(artifact.size)
+        response["ETag"] = f'"{artifact.sha256}"'
+        response["X-Content-SHA256"] = artifact.sha256
+        return response
+
+
+def enabled_generators():  # noqa: ANN201
+    return PluginRecord.objects.filter(enabled=True, installed=True, name__in=list(registry().plugins))
+
+
+def generator_context(request: Request, records) -> dict:  # noqa: ANN001
+    reg = registry()
+    defaults = {r.name: effective_config(r, reg.get(r.name).cls).model_id for r in records}
+    return {"request": request, "default_models": defaults}
+
+
+class GeneratorList(APIView):
+    @extend_schema(responses={200: GeneratorSerializer(many=True), 401: ErrorBodySerializer})
+    def get(self, request: Request) -> Response:
+        records = list(enabled_generators())
+        return Response(GeneratorSerializer(records, many=True, context=generator_context(request, records)).data)
+
+
+class GeneratorDetail(APIView):
+    @extend_schema(responses={200: GeneratorSerializer, **ERRORS})
+    def get(self, request: Request, name: str) -> Response:
+        record = enabled_generators().filter(name=name).first()
+        if record is None:
+            raise NotFound(f"`name`: no enabled generator named {name!r}", code="unknown_generator")
+        return Response(GeneratorSerializer(record, context=generator_context(request, [record])).data)
+
+
+class PluginProblemList(generics.ListAPIView):
+    """Plugins that were found but skipped (import failure, broken contract, name clash, blocked)."""
+
+    serializer_class = PluginProblemSerializer
+    pagination_class = None
+    queryset = PluginProblemRecord.objects.all()

@@ -1,0 +1,49 @@
+"""Typed reads of environment variables, each with the embedded default given by the caller."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, "") or default
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"environment variable `{name}` must be an integer, got {raw!r}") from None
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"environment variable `{name}` must be true or false, got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name, "")
+    return [item.strip() for item in raw.split(",") if item.strip()] if raw else list(default)
+
+
+def env_sizes_mb(name: str) -> dict[str, int]:
+    """`cuda=20000,cpu=8000` → {"cuda": 20000 MiB in bytes, ...}."""
+    out: dict[str, int] = {}
+    for item in env_list(name, []):
+        device, _, mb = item.partition("=")
+        try:
+            out[device.strip()] = int(mb) * 1024 * 1024
+        except ValueError:
+            raise ImproperlyConfigured(f"`{name}` entries look like `cuda=20000`, got {item!r}") from None
+    return out

@@ -1,0 +1,78 @@
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from aigc_saas.errors import ServiceError
+from aigc_saas.jobs.models import Artifact, Job
+from aigc_saas.jobs.services import cancel_job
+
+
+class ArtifactInline(admin.TabularInline):
+    model = Artifact
+    extra = 0
+    can_delete = False
+    fields = ["index", "filename", "content_type", "size", "sha256", "file", "metadata"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "tenant", "generator", "state", "progress", "attempts", "created_at", "finished_at"]
+    list_filter = ["state", "generator", "queue", "tenant"]
+    search_fields = ["id", "generator", "tenant__slug"]
+    date_hierarchy = "created_at"
+    inlines = [ArtifactInline]
+    actions = ["cancel_selected"]
+    fields = [
+        "id",
+        "tenant",
+        "api_key",
+        "generator",
+        "plugin_version",
+        "model_id",
+        "queue",
+        "origin",
+        "state",
+        "progress",
+        "progress_message",
+        "cancel_requested",
+        "params_pretty",
+        "result_pretty",
+        "error_code",
+        "error_message",
+        "attempts",
+        "worker",
+        "device",
+        "webhook_url",
+        "created_at",
+        "dispatched_at",
+        "started_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False  # jobs are submitted through the API, which validates them
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False  # state changes go through services (see the cancel action)
+
+    @admin.display(description="params")
+    def params_pretty(self, obj: Job) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.params, indent=2, ensure_ascii=False))
+
+    @admin.display(description="result")
+    def result_pretty(self, obj: Job) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.result, indent=2, ensure_ascii=False))
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_selected(self, request, queryset) -> None:  # noqa: ANN001
+        for job in queryset:
+            try:
+                cancel_job(job)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.WARNING)

@@ -1,0 +1,83 @@
+"""The Job row is the source of truth for a generation; Artifacts are its stored files."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    generator = models.CharField(max_length=64, db_index=True)
+    plugin_version = models.CharField(max_length=64, blank=True)
+    model_id = models.CharField(max_length=300, blank=True)
+    params = models.JSONField(default=dict)
+    queue = models.CharField(max_length=64)
+    origin = models.JSONField(default=dict, blank=True, help_text="Where the job came from (template, recipe run).")
+    webhook_url = models.URLField(max_length=2000, blank=True)
+
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    result = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=32, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"]), models.Index(fields=["state", "queue"])]
+
+    def __str__(self) -> str:
+        return f"{self.generator} {self.id} ({self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def artifact_path(artifact: Artifact, filename: str) -> str:
+    return f"artifacts/{artifact.job.tenant_id}/{artifact.job_id}/{artifact.index:02d}-{filename}"
+
+
+class Artifact(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="artifacts")
+    index = models.PositiveSmallIntegerField(default=0)
+    file = models.FileField(upload_to=artifact_path, max_length=500)
+    filename = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="unique_artifact_index")]
+
+    def __str__(self) -> str:
+        return self.filename

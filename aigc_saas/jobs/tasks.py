@@ -1,0 +1,23 @@
+"""Celery tasks take ids, are safe to run twice, and only call services."""
+
+from celery import shared_task
+
+from aigc_saas.jobs import runtime, services, webhooks
+
+
+@shared_task(name="aigc.run_job", acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> str:
+    return runtime.execute_job(job_id)
+
+
+@shared_task(name="aigc.requeue_stale_jobs")
+def requeue_stale_jobs() -> dict[str, int]:
+    return services.requeue_stale_jobs()
+
+
+@shared_task(name="aigc.deliver_webhook", bind=True, max_retries=5, acks_late=True)
+def deliver_webhook(self, job_id: str) -> int | None:  # noqa: ANN001
+    try:
+        return webhooks.deliver(job_id)
+    except webhooks.DeliveryFailed as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 300)) from None

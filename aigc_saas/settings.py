@@ -1,0 +1,179 @@
+"""One settings module driven by environment variables; every default works for the embedded setup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from aigc_saas.env import env_bool, env_int, env_list, env_sizes_mb, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("AIGC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-embedded-default-change-me-in-production")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "aigc_saas.accounts",
+    "aigc_saas.plugins",
+    "aigc_saas.jobs",
+    *env_list(
+        "AIGC_EXTRA_APPS", ["scenarios.core", "scenarios.marketing", "scenarios.ecommerce", "scenarios.education"]
+    ),
+]
+
+AIGC_API_MOUNTS = env_list("AIGC_API_MOUNTS", ["scenarios.urls"])
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "aigc_saas.middleware.ApiBodySizeLimit",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aigc_saas.urls"
+WSGI_APPLICATION = "aigc_saas.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "aigc_saas" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# Database: embedded SQLite unless DATABASE_URL names another (postgres://user@host:5432/db).
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the workers write concurrently: WAL and a busy timeout keep SQLite from locking up.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("AIGC_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+
+# Artifacts go to local files unless an S3-compatible bucket is configured (needs `pip install aigc-saas[s3]`).
+_s3_bucket = env_str("AIGC_S3_BUCKET", "")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+if _s3_bucket:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _s3_bucket,
+            "endpoint_url": env_str("AIGC_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AIGC_S3_REGION", "") or None,
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
+
+# Request bodies over this size answer 413 with code `payload_too_large`.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AIGC_MAX_BODY_BYTES", 1024 * 1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["aigc_saas.accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "aigc_saas.api.pagination.Pagination",
+    "EXCEPTION_HANDLER": "aigc_saas.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "aigc-saas API",
+    "DESCRIPTION": "Submit text, image and audio generation jobs, follow them and fetch their results.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"JobStateEnum": "aigc_saas.jobs.models.JobState.choices"},
+}
+
+# Celery: Redis is the broker (a doorbell only: the Job row is the truth). Embedded default: the
+# redis-server the run command starts on AIGC_EMBEDDED_REDIS_PORT.
+AIGC_EMBEDDED_REDIS_PORT = env_int("AIGC_EMBEDDED_REDIS_PORT", 6390)
+REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{AIGC_EMBEDDED_REDIS_PORT}/0")
+AIGC_JOB_TIME_LIMIT = env_int("AIGC_JOB_TIME_LIMIT", 900)
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Longer than the hard time limit, so a long job is not redelivered to a second worker mid-run.
+    "visibility_timeout": AIGC_JOB_TIME_LIMIT + 300
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = AIGC_JOB_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = AIGC_JOB_TIME_LIMIT + 60
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-jobs": {"task": "aigc.requeue_stale_jobs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+}
+
+# Queues that have workers in this deployment. A job goes to the first queue, in its plugin's device
+# preference order, that is listed here (cuda/mps → "gpu", cpu → "cpu").
+AIGC_QUEUES = env_list("AIGC_QUEUES", ["cpu"])
+AIGC_BLOCKED_PLUGINS = env_list("AIGC_BLOCKED_PLUGINS", [])
+AIGC_MODEL_CACHE_BUDGETS = env_sizes_mb("AIGC_MODEL_CACHE_MB")
+AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
+AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
+AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)
+AIGC_WEBHOOK_ALLOW_PRIVATE = env_bool("AIGC_WEBHOOK_ALLOW_PRIVATE", False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("AIGC_LOG_LEVEL", "INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+from aigc_saas.api.errors import json_error
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("aigc_saas.api.urls")),
+    # Apps on top of the core (the scenario apps) add their API here without the core importing them.
+    *[path("api/v1/", include(module)) for module in settings.AIGC_API_MOUNTS],
+]
+
+
+def handler404(request, exception=None):  # noqa: ANN001, ANN201
+    if request.path.startswith("/api/"):
+        return json_error(404, "not_found", f"`path`: nothing at {request.path}")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):  # noqa: ANN001, ANN201
+    if request.path.startswith("/api/"):
+        return json_error(500, "internal_error", "The server failed; the error was logged.")
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -1,0 +1,1 @@
+"""Generator plugins: the contract, discovery, errors and the built-ins. No Django here."""

@@ -1,0 +1,1 @@
+"""Public testing helpers for plugin authors: tiny real models and the contract kit."""

@@ -1,0 +1,223 @@
+"""Build tiny random-weight models with real configs and trained tokenizers, saved with `save_pretrained`.
+
+They load through the same `from_pretrained` path as real weights, so tests and the offline demo
+run the real library code in seconds with no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "Write a short product description for a handmade ceramic mug.",
+    "Our spring sale starts today: twenty percent off every order over fifty euros.",
+    "Explain photosynthesis to a ten year old in three sentences.",
+    "The quick brown fox jumps over the lazy dog.",
+    "A friendly reply to a customer whose parcel arrived late.",
+    "Five catchy slogans for a neighbourhood bakery.",
+] * 4
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _bpe_tokenizer_json(vocab_size: int, special: list[str], end_of_word_suffix: str | None = None):  # noqa: ANN202
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    suffix = {"end_of_word_suffix": end_of_word_suffix} if end_of_word_suffix else {}
+    tok = Tokenizer(models.BPE(unk_token="<unk>", **suffix))
+    tok.pre_tokenizer = (
+        pre_tokenizers.ByteLevel(add_prefix_space=False)
+        if end_of_word_suffix is None
+        else (pre_tokenizers.Whitespace())
+    )
+    tok.decoder = decoders.ByteLevel() if end_of_word_suffix is None else decoders.BPEDecoder(suffix=end_of_word_suffix)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if end_of_word_suffix is None else [],
+        show_progress=False,
+        **suffix,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    return tok
+
+
+def build_tiny_text_model(path: str | Path, *, chat_template: bool = True) -> Path:
+    """A 2-layer Llama with a BPE tokenizer trained on a few sentences."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    special = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_bpe_tokenizer_json(400, special),
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+    )
+    if chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = None  # random weights: let max_new_tokens decide the length
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _clip_tokenizer(vocab_size: int):  # noqa: ANN202
+    """A CLIPTokenizer whose vocab and merges come from a byte-level BPE trained with CLIP's `</w>` suffix."""
+    import json
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    special = ["<|startoftext|>", "<|endoftext|>"]
+    tok = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    state = json.loads(tok.to_str())["model"]
+    vocab = dict(state["vocab"])
+    for char in pre_tokenizers.ByteLevel.alphabet():  # every byte must also exist as a word end
+        vocab.setdefault(char + "</w>", len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_tiny_image_model(path: str | Path) -> Path:
+    """A Stable Diffusion pipeline with the dummy component sizes of diffusers' own tests (64x64 in ~0.2 s)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _clip_tokenizer(600)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="trailing",
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+SPEECH_CHARACTERS = list(" abcdefghijklmnopqrstuvwxyz'.,!?-")
+
+
+def build_tiny_speech_model(path: str | Path, *, num_speakers: int = 1) -> Path:
+    """A 2-layer VITS text-to-speech model with a character VitsTokenizer (no phonemizer) at 16 kHz."""
+    import json
+
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "<unk>": 1} | {char: i + 2 for i, char in enumerate(SPEECH_CHARACTERS)}
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    tokenizer = VitsTokenizer(path / "vocab.json", phonemize=False, normalize=True, add_blank=True)
+    torch.manual_seed(0)
+    config = VitsConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        ffn_dim=32,
+        flow_size=16,
+        spectrogram_bins=16,
+        prior_encoder_num_flows=2,
+        prior_encoder_num_wavenet_layers=1,
+        posterior_encoder_num_wavenet_layers=1,
+        duration_predictor_num_flows=2,
+        duration_predictor_filter_channels=16,
+        upsample_initial_channel=16,
+        upsample_rates=[8, 4, 4, 2],
+        upsample_kernel_sizes=[16, 8, 8, 4],
+        resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]],
+        num_speakers=num_speakers,
+        speaker_embedding_size=8 if num_speakers > 1 else 0,
+        sampling_rate=16000,
+        pad_token_id=0,
+    )
+    VitsModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class EcommerceConfig(AppConfig):
+    name = "scenarios.ecommerce"
+    label = "scenarios_ecommerce"
