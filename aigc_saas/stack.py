@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -122,3 +123,111 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+HF_HOST = ("huggingface.co", 443)
+MODEL_ENV = {
+    "transformers-text": "AIGC_MODEL_TRANSFORMERS_TEXT",
+    "diffusers-image": "AIGC_MODEL_DIFFUSERS_IMAGE",
+    "transformers-speech": "AIGC_MODEL_TRANSFORMERS_SPEECH",
+}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("AIGC_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(HF_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _manage(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        env=env,
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )
+    return (result.stdout or "").strip()
+
+
+def run() -> int:
+    """The quickstart: migrate, seed, demo key, Redis, a worker and the web server, until Ctrl-C."""
+    root = Path(__file__).resolve().parent.parent
+    os.chdir(root)
+    env = dict(os.environ)
+    data_dir = Path(env.setdefault("AIGC_DATA_DIR", str(root / "var"))).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = int(env.get("AIGC_PORT", "8000"))
+    if port_open(port):
+        print(f"port {port} is already in use: stop what runs there or set AIGC_PORT", file=sys.stderr)
+        return 1
+    notes = []
+    if not hub_reachable():
+        from generators.testing import tiny_models
+
+        models = data_dir / "models"
+        builders = {
+            "transformers-text": tiny_models.build_tiny_text_model,
+            "diffusers-image": getattr(tiny_models, "build_tiny_image_model", None),
+            "transformers-speech": getattr(tiny_models, "build_tiny_speech_model", None),
+        }
+        for name, build in builders.items():
+            if build is not None and not env.get(MODEL_ENV[name]):
+                env[MODEL_ENV[name]] = str(build(models / name))
+        notes.append(
+            "No internet: using TINY RANDOM-WEIGHT models built locally in "
+            f"{models} (outputs are noise, the pipeline is real). Set AIGC_MODEL_* to real model ids when online."
+        )
+    _manage("migrate", "--noinput", "-v", "0", env=env)
+    _manage("collectstatic", "--noinput", "-v", "0", env=env)
+    if (root / "scenarios" / "core" / "management" / "commands" / "load_seeds.py").exists():
+        _manage("load_seeds", env=env)
+    key = _manage("ensure_demo_tenant", env=env, capture=True).splitlines()[-1]
+
+    children: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the children on `kill` as on Ctrl-C
+    if not env.get("REDIS_URL"):
+        redis_port = int(env.get("AIGC_EMBEDDED_REDIS_PORT", "6390"))
+        if not port_open(redis_port):
+            children.append(start_redis(redis_port, data_dir / "redis"))
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    children.append(subprocess.Popen(worker_command(env.get("AIGC_WORKER_QUEUES", WORKER_QUEUES), beat=True), env=env))
+    children.append(subprocess.Popen(web_command(port), env=env))
+    base = f"http://127.0.0.1:{port}"
+    print(
+        "\n".join(
+            [
+                "",
+                "aigc-saas is running.",
+                *notes,
+                f"  API:        {base}/api/v1/   (Swagger UI: {base}/api/v1/docs)",
+                f"  Admin:      {base}/admin/    (create a login: .venv/bin/python manage.py createsuperuser)",
+                f"  Demo key:   {key}",
+                "  Submit a job:",
+                f"    curl -s -X POST {base}/api/v1/jobs -H 'Authorization: Bearer {key}' "
+                "-H 'Content-Type: application/json' "
+                """-d '{"generator": "transformers-text", "params": {"prompt": "Three slogans for a bakery"}}'""",
+                "  Stop with Ctrl-C.",
+                "",
+            ]
+        ),
+        flush=True,
+    )
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        print("a process of the stack exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in reversed(children):
+            stop(child)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -17,6 +17,7 @@ from django.utils import timezone
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
+from aigc_saas.jobs.signals import job_finished
 from aigc_saas.jobs.webhooks import check_webhook_url
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from generators.base import GenerationResult
@@ -238,10 +239,16 @@ def requeue_stale_jobs() -> dict[str, int]:
 
 
 def notify_finished(job_id: Any) -> None:
-    """Queue the signed webhook, if the job asked for one."""
+    """Tell listeners (scenario runs) and queue the signed webhook, if the job asked for one."""
     from aigc_saas.jobs.tasks import deliver_webhook
 
-    if Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).exclude(webhook_url="").exists():
+    job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
+    if job is None:
+        return
+    for receiver, error in job_finished.send_robust(sender=Job, job=job):
+        if isinstance(error, Exception):
+            log.error("job_finished receiver %r failed for job %s: %s", receiver, job_id, error, exc_info=error)
+    if job.webhook_url:
         try:
             deliver_webhook.apply_async(args=[str(job_id)])
         except Exception:  # noqa: BLE001 - webhooks are best effort; the job itself is already recorded

@@ -18,6 +18,12 @@ class PluginRecord(models.Model):
         max_length=300, blank=True, help_text="Default model for this deployment; blank uses the plugin's default."
     )
     config = models.JSONField(default=dict, blank=True, help_text="Other settings of the plugin's config model.")
+    secrets = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="Values of the config's secret fields: write-only in admin, never serialised, passed to the plugin.",
+    )
     default_params = models.JSONField(default=dict, blank=True, help_text="Params merged under each job's params.")
     queue = models.CharField(max_length=64, blank=True, help_text="Blank: chosen from the plugin's hardware needs.")
     params_schema = models.JSONField(default=dict, blank=True, editable=False)

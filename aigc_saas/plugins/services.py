@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from typing import Annotated, Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from aigc_saas.errors import InvalidInput, ServiceError
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from generators.base import Generator, GeneratorConfig
 from generators.errors import ParamsInvalid
-from generators.registry import PluginInfo, Registry, discover
+from generators.registry import PluginInfo, Registry, discover, secret_config_fields
 
 DEVICE_QUEUES = {"cuda": "gpu", "mps": "gpu", "cpu": "cpu"}
 
@@ -70,8 +72,9 @@ def sync_plugins_after_migrate(**kwargs: Any) -> None:
 
 
 def effective_config(record: PluginRecord, cls: type[Generator]) -> GeneratorConfig:
-    """Plugin defaults (and their env overrides) < the admin's stored config < the admin's model id."""
-    raw = dict(record.config or {})
+    """Plugin defaults (and their env overrides) < the admin's stored config and secrets < the admin's model id."""
+    secrets = {k: v for k, v in (record.secrets or {}).items() if k in secret_config_fields(cls.Config)}
+    raw = {**(record.config or {}), **secrets}
     if record.model_id:
         raw["model_id"] = record.model_id
     try:
@@ -82,9 +85,57 @@ def effective_config(record: PluginRecord, cls: type[Generator]) -> GeneratorCon
         ) from None
 
 
+def config_fingerprint(config: GeneratorConfig) -> str:
+    """A digest of every config value, secrets included, for cache keys (`model_dump` masks secrets)."""
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr | SecretBytes):
+            raw = value.get_secret_value()
+            return raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+    values = {name: getattr(config, name) for name in type(config).model_fields}
+    dumped = json.dumps(
+        config.model_dump(mode="json") | {k: v for k, v in values.items() if k in secret_config_fields(type(config))},
+        default=reveal,
+        sort_keys=True,
+    )
+    return hashlib.sha256(dumped.encode()).hexdigest()
+
+
+def secrets_with(record: PluginRecord, changes: dict[str, str | None]) -> dict[str, str]:
+    """The record's secrets after `changes` (a value sets a secret, None clears it); unknown names are refused."""
+    allowed = secret_config_fields(plugin_class(record.name).Config)
+    unknown = sorted(set(changes) - set(allowed))
+    if unknown:
+        raise InvalidInput(f"`secrets`: {unknown} are not secret fields of {record.name!r}; it declares {allowed}")
+    secrets = dict(record.secrets or {})
+    for name, value in changes.items():
+        if value is None:
+            secrets.pop(name, None)
+        else:
+            secrets[name] = value
+    return secrets
+
+
+@transaction.atomic
+def set_plugin_secrets(record: PluginRecord, changes: dict[str, str | None]) -> PluginRecord:
+    """Store or clear secret config values after checking the plugin's config accepts them."""
+    record = PluginRecord.objects.select_for_update().get(pk=record.pk)
+    record.secrets = secrets_with(record, changes)
+    effective_config(record, plugin_class(record.name))
+    record.save(update_fields=["secrets"])
+    return record
+
+
 def validate_record(record: PluginRecord) -> None:
     """Refuse admin edits that the plugin's own config or params models reject."""
     cls = plugin_class(record.name)
+    exposed = sorted(set(record.config or {}) & set(secret_config_fields(cls.Config)))
+    if exposed:
+        raise InvalidInput(
+            f"`config`: {exposed} are secret fields; set them under Secrets, where they are stored but never shown"
+        )
     effective_config(record, cls)
     if record.default_params:
         fields = set(cls.Params.model_fields)

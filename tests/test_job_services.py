@@ -1,0 +1,117 @@
+"""Job state changes: atomic claims, duplicate deliveries, monotonic progress, all-or-nothing results, the sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from aigc_saas.jobs import runtime, services
+from aigc_saas.jobs.models import Artifact, Job
+from generators.base import GenerationResult, OutputFile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def job(tenant) -> Job:  # noqa: ANN001
+    return services.submit_job(tenant, "transformers-text", {"prompt": "hello"})
+
+
+def test_a_job_is_claimed_once_and_a_second_delivery_does_nothing(job) -> None:  # noqa: ANN001
+    first = services.claim_job(job.pk, "w1")
+    second = services.claim_job(job.pk, "w2")
+    assert first is not None and first.state == "running" and first.worker == "w1"
+    assert second is None
+    job.refresh_from_db()
+    assert job.attempts == 1 and job.worker == "w1"
+
+
+def test_executing_an_already_claimed_job_is_skipped(job) -> None:  # noqa: ANN001
+    services.claim_job(job.pk, "elsewhere")
+    assert runtime.execute_job(str(job.pk)) == "skipped"
+    job.refresh_from_db()
+    assert job.state == "running" and job.attempts == 1
+
+
+def test_claim_jobs_takes_only_queued_ones(tenant) -> None:  # noqa: ANN001
+    jobs = [services.submit_job(tenant, "transformers-text", {"prompt": f"p{i}"}) for i in range(3)]
+    services.cancel_job(jobs[0])
+    claimed = services.claim_jobs([j.pk for j in jobs], "w")
+    assert {j.pk for j in claimed} == {jobs[1].pk, jobs[2].pk}
+
+
+def test_progress_only_moves_forward_and_only_while_running(job) -> None:  # noqa: ANN001
+    services.report_progress(job.pk, 0.5, "half")
+    job.refresh_from_db()
+    assert job.progress == 0.0  # not running yet
+    services.claim_job(job.pk, "w")
+    services.report_progress(job.pk, 0.6, "more")
+    services.report_progress(job.pk, 0.3, "stale report")
+    job.refresh_from_db()
+    assert (job.progress, job.progress_message) == (0.6, "more")
+
+
+def test_finishing_stores_artifacts_with_size_and_sha256(job) -> None:  # noqa: ANN001
+    claimed = services.claim_job(job.pk, "w")
+    result = GenerationResult(text="done", files=[OutputFile("a.txt", "text/plain", b"abc", {"k": 1})])
+    services.finish_job(claimed, result)
+    job.refresh_from_db()
+    artifact = job.artifacts.get()
+    assert job.state == "succeeded" and job.result["text"] == "done"
+    assert job.result["artifacts"] == [str(artifact.pk)]
+    assert (artifact.size, artifact.sha256[:8], artifact.metadata) == (3, "ba7816bf", {"k": 1})
+    assert artifact.file.read() == b"abc"
+
+
+def test_a_result_that_cannot_be_stored_leaves_no_half_written_record(job, monkeypatch) -> None:  # noqa: ANN001
+    claimed = services.claim_job(job.pk, "w")
+    saved_names = []
+    original = Artifact.save
+
+    def failing_save(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        saved_names.append(self.file.name)
+        if self.index == 1:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Artifact, "save", failing_save)
+    files = [
+        OutputFile("a.bin", "application/octet-stream", b"1"),
+        OutputFile("b.bin", "application/octet-stream", b"2"),
+    ]
+    with pytest.raises(OSError):
+        services.finish_job(claimed, GenerationResult(files=files))
+    job.refresh_from_db()
+    assert job.state == "running" and Artifact.objects.count() == 0
+    storage = Artifact._meta.get_field("file").storage
+    assert not any(storage.exists(name) for name in saved_names)
+
+
+def test_cancelling_a_running_job_asks_the_worker_to_stop(job) -> None:  # noqa: ANN001
+    services.claim_job(job.pk, "w")
+    services.cancel_job(job)
+    job.refresh_from_db()
+    assert job.state == "running" and job.cancel_requested
+    assert services.cancel_requested(job.pk)
+
+
+def test_the_sweep_redispatches_lost_queued_jobs_and_recovers_dead_workers_jobs(tenant, settings) -> None:  # noqa: ANN001
+    long_ago = timezone.now() - timedelta(hours=3)
+    lost = services.submit_job(tenant, "transformers-text", {"prompt": "lost"})
+    Job.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    stuck = services.submit_job(tenant, "transformers-text", {"prompt": "stuck"})
+    services.claim_job(stuck.pk, "dead-worker")
+    Job.objects.filter(pk=stuck.pk).update(started_at=long_ago)
+    hopeless = services.submit_job(tenant, "transformers-text", {"prompt": "hopeless"})
+    services.claim_job(hopeless.pk, "dead-worker")
+    Job.objects.filter(pk=hopeless.pk).update(started_at=long_ago, attempts=settings.AIGC_MAX_ATTEMPTS)
+
+    counts = services.requeue_stale_jobs()
+
+    assert counts == {"redispatched": 1, "revived": 1, "failed": 1}
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert states[lost.pk] == "queued" and states[stuck.pk] == "queued" and states[hopeless.pk] == "failed"
+    assert Job.objects.get(pk=lost.pk).dispatched_at is not None
+    assert Job.objects.get(pk=hopeless.pk).error_code == "worker_lost"
