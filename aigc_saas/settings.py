@@ -157,6 +157,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-jobs": {"task": "aigc.requeue_stale_jobs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    # Scenario recipe runs whose "job finished" doorbell was lost (task defined by the scenario apps).
+    "advance-stale-runs": {"task": "scenarios.advance_stale_runs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
 }
 
 # Queues that have workers in this deployment. A job goes to the first queue, in its plugin's device

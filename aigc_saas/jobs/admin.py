@@ -4,7 +4,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from aigc_saas.errors import ServiceError
-from aigc_saas.jobs.models import Artifact, Job
+from aigc_saas.jobs.hardware_report import cache_lines, device_lines, mib
+from aigc_saas.jobs.models import Artifact, Job, WorkerStatus
 from aigc_saas.jobs.services import cancel_job
 
 
@@ -76,3 +77,37 @@ class JobAdmin(admin.ModelAdmin):
                 cancel_job(job)
             except ServiceError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
+
+
+@admin.register(WorkerStatus)
+class WorkerStatusAdmin(admin.ModelAdmin):
+    """The hardware page: each worker's devices, cache budget and occupancy, and loaded models."""
+
+    list_display = ["name", "queues", "device_summary", "cache_summary", "updated_at"]
+    fields = ["name", "queues", "started_at", "updated_at", "devices_report", "cache_report"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+        return False
+
+    @admin.display(description="devices")
+    def device_summary(self, obj: WorkerStatus) -> str:
+        return ", ".join(d["id"] for d in obj.devices)
+
+    @admin.display(description="cache (used / budget)")
+    def cache_summary(self, obj: WorkerStatus) -> str:
+        return "; ".join(
+            f"{device}: {mib(u.get('used_bytes'))} / {mib(u.get('budget_bytes'))}"
+            for device, u in (obj.cache.get("devices") or {}).items()
+        )
+
+    @admin.display(description="devices")
+    def devices_report(self, obj: WorkerStatus) -> str:
+        return format_html("<pre>{}</pre>", "\n".join(device_lines(obj.devices)))
+
+    @admin.display(description="model cache")
+    def cache_report(self, obj: WorkerStatus) -> str:
+        return format_html("<pre>{}</pre>", "\n".join(cache_lines(obj.cache)))

@@ -81,3 +81,21 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class WorkerStatus(models.Model):
+    """What a worker process last reported: its devices, the queues it served and its model cache."""
+
+    name = models.CharField(max_length=200, unique=True)
+    queues = models.JSONField(default=list, blank=True)
+    devices = models.JSONField(default=list, blank=True)
+    cache = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        verbose_name_plural = "worker statuses"
+
+    def __str__(self) -> str:
+        return self.name

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
-from typing import Any
+from dataclasses import asdict
 
 from django.conf import settings
 
@@ -14,16 +15,14 @@ from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.models import PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
-from generators.base import GenerationContext, Generator
+from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig
 from generators.errors import GeneratorError, JobCancelled
-from hardware import DeviceChoice, DeviceUnavailable, select_device
-from hardware.cache import DoesNotFit, ModelCache
-from hardware.memory import module_bytes
+from generators.registry import PluginInfo
+from hardware import DeviceChoice, DeviceUnavailable, detect_devices, select_device
+from hardware.cache import DoesNotFit, ModelCache, default_budgets
+from hardware.oom import DeviceOutOfMemory, plan_memory_mode, run_with_oom_retry
 
 log = logging.getLogger(__name__)
-
-WORKER_NAME = f"{socket.gethostname()}:{__import__('os').getpid()}"
-model_cache = ModelCache(settings.AIGC_MODEL_CACHE_BUDGETS)
 
 
 class JobContext(GenerationContext):
@@ -52,52 +51,95 @@ class JobContext(GenerationContext):
         return self._cancelled
 
 
-def load_generator(job: Job) -> tuple[Generator, DeviceChoice]:
-    """The plugin for `job`, loaded once per (plugin, config, device) and kept in the model cache."""
+def _budgets() -> dict[str, int]:
+    return settings.AIGC_MODEL_CACHE_BUDGETS or default_budgets(detect_devices())
+
+
+_cache: ModelCache | None = None
+
+
+def model_cache() -> ModelCache:
+    """This process's cache, made on first use so neither the web process nor a prefork parent imports torch."""
+    global _cache
+    if _cache is None:
+        _cache = ModelCache(_budgets())
+    return _cache
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resolve(job: Job) -> tuple[PluginInfo, GeneratorConfig, DeviceChoice]:
+    """The plugin, its effective config (with the job's model) and the device this worker gives it."""
     info = registry().get(job.generator)
     record = PluginRecord.objects.get(name=job.generator)
     config = effective_config(record, info.cls)
     if job.model_id and job.model_id != config.model_id:
         config = config.model_copy(update={"model_id": job.model_id})
-    device = select_device(info.cls.needs)
-    key = (info.name, info.version, json.dumps(config.model_dump(mode="json"), sort_keys=True), device.device)
+    device = plan_memory_mode(select_device(info.cls.needs), info.cls.needs, cache=model_cache())
+    return info, config, device
+
+
+def loaded_generator(info: PluginInfo, config: GeneratorConfig, device: DeviceChoice) -> Generator:
+    """The plugin loaded once per (plugin, config, device, dtype, memory mode) and kept in the model cache."""
+    key = (
+        info.name,
+        info.version,
+        json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        device.device,
+        device.dtype,
+        device.low_memory,
+    )
 
     def load() -> Generator:
         generator = info.cls(config)
         generator.setup(device)
         return generator
 
-    generator = model_cache.get_or_load(
-        key, load, device=device.device, estimate_bytes=info.cls.needs.memory_mb * 1024 * 1024, measure=module_bytes
+    return model_cache().get_or_load(
+        key, load, device=device.device, estimate_bytes=info.cls.needs.memory_mb * 1024 * 1024
     )
-    return generator, device
 
 
 def execute_job(job_id: str) -> str:
     """Claim, run and record one job; returns the final state. A second delivery does nothing."""
-    job = services.claim_job(job_id, WORKER_NAME)
+    job = services.claim_job(job_id, worker_name())
     if job is None:
         return "skipped"
     try:
-        generator, device = load_generator(job)
-        Job.objects.filter(pk=job.pk).update(device=device.device)
-        params = generator.validate_params(job.params)
+        info, config, device = resolve(job)
+        params = info.cls.validate_params(job.params)
         ctx = JobContext(job, device)
         ctx.raise_if_cancelled()
-        result = generator.generate(params, ctx)
+
+        def run(choice: DeviceChoice) -> GenerationResult:
+            ctx.device = choice
+            Job.objects.filter(pk=job.pk).update(device=choice.device)
+            return loaded_generator(info, config, choice).generate(params, ctx)
+
+        result = run_with_oom_retry(run, device, cache=model_cache())
         services.finish_job(job, result)
     except JobCancelled as exc:
         services.mark_cancelled(job, exc.message)
     except GeneratorError as exc:
         services.fail_job(job, exc.code, exc.message)
-    except (DeviceUnavailable, DoesNotFit) as exc:
-        services.fail_job(job, exc.code, str(exc))
+    except (DeviceUnavailable, DoesNotFit, DeviceOutOfMemory) as exc:
+        services.fail_job(job, exc.code, getattr(exc, "message", str(exc)))
     except Exception as exc:  # noqa: BLE001 - the job records the failure, the worker keeps serving
         log.exception("job %s failed", job_id)
         services.fail_job(job, "internal_error", f"{type(exc).__name__}: {exc}")
+    finally:
+        heartbeat(job.queue)
     job.refresh_from_db()
     return job.state
 
 
-def cache_report() -> dict[str, Any]:
-    return {"worker": WORKER_NAME, **model_cache.snapshot()}
+def heartbeat(queue: str | None = None) -> None:
+    """Record this worker's devices and model cache where the admin and `hardware_report` read them."""
+    try:
+        services.record_worker_status(
+            worker_name(), devices=[asdict(d) for d in detect_devices()], cache=model_cache().snapshot(), queue=queue
+        )
+    except Exception:  # noqa: BLE001 - a report must never break a job
+        log.exception("could not record the worker status")

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
-from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
+from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished
 from aigc_saas.jobs.webhooks import check_webhook_url
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
@@ -253,3 +253,11 @@ def notify_finished(job_id: Any) -> None:
             deliver_webhook.apply_async(args=[str(job_id)])
         except Exception:  # noqa: BLE001 - webhooks are best effort; the job itself is already recorded
             log.exception("could not queue the webhook of job %s", job_id)
+
+
+def record_worker_status(name: str, *, devices: list[dict[str, Any]], cache: dict[str, Any], queue: str | None) -> None:
+    status, _ = WorkerStatus.objects.get_or_create(name=name)
+    queues = sorted({*status.queues, queue}) if queue else status.queues
+    WorkerStatus.objects.filter(pk=status.pk).update(
+        queues=queues, devices=devices, cache=cache, updated_at=timezone.now()
+    )

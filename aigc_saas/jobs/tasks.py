@@ -1,6 +1,7 @@
 """Celery tasks take ids, are safe to run twice, and only call services."""
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from aigc_saas.jobs import runtime, services, webhooks
 
@@ -21,3 +22,8 @@ def deliver_webhook(self, job_id: str) -> int | None:  # noqa: ANN001
         return webhooks.deliver(job_id)
     except webhooks.DeliveryFailed as exc:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 300)) from None
+
+
+@worker_process_init.connect
+def report_devices_at_start(**kwargs) -> None:
+    runtime.heartbeat()
