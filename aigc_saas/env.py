@@ -35,15 +35,3 @@ def env_bool(name: str, default: bool) -> bool:
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name, "")
     return [item.strip() for item in raw.split(",") if item.strip()] if raw else list(default)
-
-
-def env_sizes_mb(name: str) -> dict[str, int]:
-    """`cuda=20000,cpu=8000` → {"cuda": 20000 MiB in bytes, ...}."""
-    out: dict[str, int] = {}
-    for item in env_list(name, []):
-        device, _, mb = item.partition("=")
-        try:
-            out[device.strip()] = int(mb) * 1024 * 1024
-        except ValueError:
-            raise ImproperlyConfigured(f"`{name}` entries look like `cuda=20000`, got {item!r}") from None
-    return out

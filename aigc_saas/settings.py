@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from aigc_saas.env import env_bool, env_int, env_list, env_sizes_mb, env_str
+from aigc_saas.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AIGC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -165,7 +165,6 @@ CELERY_BEAT_SCHEDULE = {
 # preference order, that is listed here (cuda/mps → "gpu", cpu → "cpu").
 AIGC_QUEUES = env_list("AIGC_QUEUES", ["cpu"])
 AIGC_BLOCKED_PLUGINS = env_list("AIGC_BLOCKED_PLUGINS", [])
-AIGC_MODEL_CACHE_BUDGETS = env_sizes_mb("AIGC_MODEL_CACHE_MB")
 AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
 AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
 AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)

@@ -9,8 +9,6 @@ import socket
 import time
 from dataclasses import asdict
 
-from django.conf import settings
-
 from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.models import PluginRecord
@@ -51,10 +49,6 @@ class JobContext(GenerationContext):
         return self._cancelled
 
 
-def _budgets() -> dict[str, int]:
-    return settings.AIGC_MODEL_CACHE_BUDGETS or default_budgets(detect_devices())
-
-
 _cache: ModelCache | None = None
 
 
@@ -62,7 +56,7 @@ def model_cache() -> ModelCache:
     """This process's cache, made on first use so neither the web process nor a prefork parent imports torch."""
     global _cache
     if _cache is None:
-        _cache = ModelCache(_budgets())
+        _cache = ModelCache(default_budgets(detect_devices()))  # AIGC_CACHE_BUDGET_MB_<KIND> overrides
     return _cache
 
 
