@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 WORKER_QUEUES = "control,cpu"
 
@@ -119,7 +121,15 @@ def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subp
     return process
 
 
+def spawn(command: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
+    """A child in its own process group, so `stop` can take its own children (prefork, gunicorn workers) too."""
+    process = subprocess.Popen(command, env=env, start_new_session=True, **kwargs)
+    process.own_group = True  # type: ignore[attr-defined]
+    return process
+
+
 def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Ask politely (a worker finishes its current job), then kill the child's whole process group."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -127,6 +137,9 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if getattr(process, "own_group", False):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # orphans left by a killed parent
 
 
 HF_HOST = ("huggingface.co", 443)
@@ -199,8 +212,8 @@ def run() -> int:
         if not port_open(redis_port):
             children.append(start_redis(redis_port, data_dir / "redis"))
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-    children.append(subprocess.Popen(worker_command(env.get("AIGC_WORKER_QUEUES", WORKER_QUEUES), beat=True), env=env))
-    children.append(subprocess.Popen(web_command(port), env=env))
+    children.append(spawn(worker_command(env.get("AIGC_WORKER_QUEUES", WORKER_QUEUES), beat=True), env))
+    children.append(spawn(web_command(port), env))
     base = f"http://127.0.0.1:{port}"
     print(
         "\n".join(

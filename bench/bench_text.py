@@ -80,8 +80,8 @@ def main() -> None:
     ).stdout.split()[-1]
     children = [stack.start_redis(redis_port, work / "redis")]
     log = open(work / "stack.log", "wb")  # noqa: SIM115
-    children.append(subprocess.Popen(stack.worker_command(), cwd=ROOT, env=env, stdout=log, stderr=log))
-    children.append(subprocess.Popen(stack.web_command(web_port), cwd=ROOT, env=env, stdout=log, stderr=log))
+    children.append(stack.spawn(stack.worker_command(), env, cwd=ROOT, stdout=log, stderr=log))
+    children.append(stack.spawn(stack.web_command(web_port), env, cwd=ROOT, stdout=log, stderr=log))
     base = f"http://127.0.0.1:{web_port}"
     try:
         while not stack.port_open(web_port):
