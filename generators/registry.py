@@ -5,17 +5,21 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 from generators.base import Generator, GeneratorConfig, Modality
 from generators.errors import GeneratorError
 from hardware import HardwareNeeds
 
 ENTRY_POINT_GROUP = "aigc_saas.generators"
+# Plugins shipped with the platform load first, so an installed package can never take a built-in's name.
+CORE_DISTRIBUTION = "aigc-saas"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,20 @@ def contract_problems(cls: object) -> list[str]:
     return problems
 
 
+def secret_config_fields(config: type[BaseModel]) -> list[str]:
+    """Config fields typed `SecretStr` / `SecretBytes` (or optional ones): stored, never shown, passed to the plugin."""
+
+    def is_secret(annotation: object) -> bool:
+        if annotation in (SecretStr, SecretBytes):
+            return True
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType, typing.Annotated):
+            return any(is_secret(arg) for arg in typing.get_args(annotation))
+        return False
+
+    return [name for name, info in config.model_fields.items() if is_secret(info.annotation)]
+
+
 def _distribution(ep: EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -109,7 +127,8 @@ def discover(blocked: Iterable[str] = (), eps: Iterable[EntryPoint] | None = Non
     """Load every plugin; one that fails to import, breaks the contract or clashes is skipped and reported."""
     blocked = set(blocked)
     registry = Registry()
-    for ep in sorted(eps if eps is not None else entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.value):
+    found = eps if eps is not None else entry_points(group=ENTRY_POINT_GROUP)
+    for ep in sorted(found, key=lambda e: (_distribution(e)[0] != CORE_DISTRIBUTION, _distribution(e)[0], e.value)):
         dist_name, version = _distribution(ep)
         label = f"{ep.name} = {ep.value}"
 
@@ -122,10 +141,13 @@ def discover(blocked: Iterable[str] = (), eps: Iterable[EntryPoint] | None = Non
             continue
         try:
             cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the process down
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must not take the process down
             skip("import_failed", f"{type(exc).__name__}: {exc}")
             continue
-        problems = contract_problems(cls)
+        try:
+            problems = contract_problems(cls)
+        except Exception as exc:  # noqa: BLE001 - e.g. a `needs` property that raises
+            problems = [f"checking the contract raised {type(exc).__name__}: {exc}"]
         if problems:
             skip("invalid_contract", "; ".join(problems))
             continue

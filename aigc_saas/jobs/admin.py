@@ -22,7 +22,17 @@ class ArtifactInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "tenant", "generator", "state", "progress", "attempts", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "tenant",
+        "generator",
+        "plugin_version",
+        "state",
+        "progress",
+        "attempts",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["state", "generator", "queue", "tenant"]
     search_fields = ["id", "generator", "tenant__slug"]
     date_hierarchy = "created_at"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -12,7 +11,7 @@ from dataclasses import asdict
 from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.models import PluginRecord
-from aigc_saas.plugins.services import effective_config, registry
+from aigc_saas.plugins.services import config_fingerprint, effective_config, registry
 from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig
 from generators.errors import GeneratorError, JobCancelled
 from generators.registry import PluginInfo
@@ -80,7 +79,7 @@ def loaded_generator(info: PluginInfo, config: GeneratorConfig, device: DeviceCh
     key = (
         info.name,
         info.version,
-        json.dumps(config.model_dump(mode="json"), sort_keys=True),
+        config_fingerprint(config),  # secrets included: a new token loads a new plugin instance
         device.device,
         device.dtype,
         device.low_memory,

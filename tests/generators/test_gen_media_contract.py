@@ -21,7 +21,8 @@ class TestImageGeneratorContract(PluginContract):
     ]
 
     @pytest.fixture(scope="class")
-    def contract_config(self, tiny_image_model: Path) -> dict[str, Any]:
+    @classmethod
+    def contract_config(cls, tiny_image_model: Path) -> dict[str, Any]:
         return {"model_id": str(tiny_image_model)}
 
 
@@ -31,5 +32,6 @@ class TestSpeechGeneratorContract(PluginContract):
     invalid_params = [({"text": "hello", "speaking_rate": 3.0}, "speaking_rate")]
 
     @pytest.fixture(scope="class")
-    def contract_config(self, tiny_speech_model: Path) -> dict[str, Any]:
+    @classmethod
+    def contract_config(cls, tiny_speech_model: Path) -> dict[str, Any]:
         return {"model_id": str(tiny_speech_model)}
