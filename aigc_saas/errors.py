@@ -30,6 +30,11 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class QuotaExceeded(ServiceError):
+    status = 429
+    code = "quota_exceeded"
+
+
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"

@@ -12,9 +12,10 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "created_at"]
+    list_display = ["slug", "name", "is_active", "max_jobs_per_day", "max_active_jobs", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "created_at"]
+    exclude = ["webhook_secret"]
     inlines = [MembershipInline]
     actions = ["issue_api_key"]
 

@@ -14,6 +14,12 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True, help_text="An inactive tenant's keys are refused.")
     webhook_secret = models.CharField(max_length=64, blank=True, help_text="Signs this tenant's webhooks.")
+    max_jobs_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs this tenant may submit per UTC day; blank means no limit."
+    )
+    max_active_jobs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs this tenant may have queued or running at once; blank means no limit."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="tenants")
 

@@ -124,3 +124,22 @@ class PluginProblemSerializer(serializers.ModelSerializer):
     class Meta:
         model = PluginProblemRecord
         fields = ["entry_point", "distribution", "code", "message", "seen_at"]
+
+
+class QuotasSerializer(serializers.Serializer):
+    max_jobs_per_day = serializers.IntegerField(allow_null=True)
+    max_active_jobs = serializers.IntegerField(allow_null=True)
+
+
+class UsageSerializer(serializers.Serializer):
+    jobs_today = serializers.IntegerField()
+    active_jobs = serializers.IntegerField()
+
+
+class AccountSerializer(serializers.Serializer):
+    tenant = serializers.CharField(help_text="The tenant's slug.")
+    name = serializers.CharField()
+    api_key = serializers.CharField(help_text="Name and prefix of the key this request used.")
+    webhook_secret = serializers.CharField(help_text="Verifies the `X-AIGC-Signature` of this tenant's webhooks.")
+    quotas = QuotasSerializer()
+    usage = UsageSerializer()

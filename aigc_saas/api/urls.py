@@ -6,6 +6,7 @@ from aigc_saas.api import views
 app_name = "api"
 
 urlpatterns = [
+    path("account", views.Account.as_view(), name="account"),
     path("jobs", views.JobListCreate.as_view(), name="job-list"),
     path("jobs/<uuid:job_id>", views.JobDetail.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel", views.JobCancel.as_view(), name="job-cancel"),

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from aigc_saas.api.renderers import EventStreamRenderer, PassthroughRenderer
 from aigc_saas.api.serializers import (
+    AccountSerializer,
     ErrorBodySerializer,
     GeneratorSerializer,
     JobCreateSerializer,
@@ -31,6 +32,24 @@ from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
 
 ERRORS = {code: OpenApiResponse(ErrorBodySerializer) for code in (400, 401, 404)}
+
+
+class Account(APIView):
+    """Who am I: the caller's tenant, key, quotas and today's usage."""
+
+    @extend_schema(responses={200: AccountSerializer, 401: ErrorBodySerializer})
+    def get(self, request: Request) -> Response:
+        tenant, key = request.user.tenant, request.user.api_key
+        return Response(
+            {
+                "tenant": tenant.slug,
+                "name": tenant.name,
+                "api_key": f"{key.name} (aigc_{key.prefix}_…)",
+                "webhook_secret": tenant.webhook_secret,
+                "quotas": {"max_jobs_per_day": tenant.max_jobs_per_day, "max_active_jobs": tenant.max_active_jobs},
+                "usage": services.usage(tenant),
+            }
+        )
 
 
 class JobListCreate(generics.ListAPIView):
@@ -57,7 +76,10 @@ class JobListCreate(generics.ListAPIView):
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=JobCreateSerializer, responses={202: JobSerializer, 413: ErrorBodySerializer, **ERRORS})
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={202: JobSerializer, 413: ErrorBodySerializer, 429: ErrorBodySerializer, **ERRORS},
+    )
     def post(self, request: Request) -> Response:
         body = JobCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)

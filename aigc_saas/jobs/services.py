@@ -15,7 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from aigc_saas.accounts.models import ApiKey, Tenant
-from aigc_saas.errors import Conflict, InvalidInput, NotFound
+from aigc_saas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished
 from aigc_saas.jobs.webhooks import check_webhook_url
@@ -65,6 +65,7 @@ def submit_job(
     queue = queue_for(record, info)
     webhook_url = check_webhook_url(webhook_url)
     with transaction.atomic():
+        enforce_quota(tenant)
         job = Job.objects.create(
             tenant=tenant,
             api_key=api_key,
@@ -78,6 +79,34 @@ def submit_job(
         )
         transaction.on_commit(lambda: dispatch_job(job.id))
     return job
+
+
+def usage(tenant: Tenant) -> dict[str, int]:
+    """Jobs submitted since UTC midnight, and jobs queued or running now."""
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    jobs = Job.objects.filter(tenant=tenant)
+    return {
+        "jobs_today": jobs.filter(created_at__gte=midnight).count(),
+        "active_jobs": jobs.filter(state__in=[JobState.QUEUED, JobState.RUNNING]).count(),
+    }
+
+
+def enforce_quota(tenant: Tenant) -> None:
+    """Refuse a job over the tenant's quotas; the tenant row lock makes concurrent submissions count one by one."""
+    if tenant.max_jobs_per_day is None and tenant.max_active_jobs is None:
+        return
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    current = usage(tenant)
+    if tenant.max_jobs_per_day is not None and current["jobs_today"] >= tenant.max_jobs_per_day:
+        raise QuotaExceeded(
+            f"`max_jobs_per_day`: this tenant has submitted {current['jobs_today']} of its "
+            f"{tenant.max_jobs_per_day} jobs for today (UTC)"
+        )
+    if tenant.max_active_jobs is not None and current["active_jobs"] >= tenant.max_active_jobs:
+        raise QuotaExceeded(
+            f"`max_active_jobs`: this tenant already has {current['active_jobs']} jobs queued or running, "
+            f"its limit is {tenant.max_active_jobs}; wait for one to finish"
+        )
 
 
 def dispatch_job(job_id: Any) -> None:
