@@ -17,10 +17,8 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_image_model(tiny_models_dir: Path) -> Path:
-    from generators.testing.tiny_models import build_tiny_image_model
-
-    return build_tiny_image_model(tiny_models_dir / "image")
+def tiny_image_model(tiny_models: dict[str, Path]) -> Path:
+    return tiny_models["diffusers-image"]
 
 
 @pytest.fixture(scope="session")

@@ -14,19 +14,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="session")
-def contract_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("contract-models")
+def contract_image_model(tiny_models: dict[str, Path]) -> Path:
+    return tiny_models["diffusers-image"]
 
 
 @pytest.fixture(scope="session")
-def contract_image_model(contract_models: Path) -> Path:
-    from generators.testing.tiny_models import build_tiny_image_model
-
-    return build_tiny_image_model(contract_models / "image")
-
-
-@pytest.fixture(scope="session")
-def contract_speech_model(contract_models: Path) -> Path:
-    from generators.testing.tiny_models import build_tiny_speech_model
-
-    return build_tiny_speech_model(contract_models / "speech")
+def contract_speech_model(tiny_models: dict[str, Path]) -> Path:
+    return tiny_models["transformers-speech"]

@@ -26,6 +26,10 @@ class TestTransformersText(PluginContract):
 class TestDiffusersImage(PluginContract):
     plugin = ImageGenerator
     sample_params = {"prompt": "a ceramic mug on a table", "width": 64, "height": 64, "steps": 2, "seed": 1}
+    invalid_params = [
+        ({"prompt": "x", "width": 1024, "height": 2048}, "height"),
+        ({"prompt": "x", "width": 60}, "width"),
+    ]
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -36,6 +40,7 @@ class TestDiffusersImage(PluginContract):
 class TestTransformersSpeech(PluginContract):
     plugin = SpeechGenerator
     sample_params = {"text": "hello there", "seed": 5}
+    invalid_params = [({"text": "hello", "speaking_rate": 3.0}, "speaking_rate")]
 
     @pytest.fixture(scope="class")
     @classmethod
