@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from aigc_saas.jobs import runtime, services
-from generators.base import GenerationResult
+from aigc_saas.jobs.models import Job
+from generators.base import BatchItem, GenerationResult
 from generators.errors import ModelLoadFailed
 from hardware import DeviceChoice
 
@@ -34,6 +35,8 @@ def on_gpu(monkeypatch):  # noqa: ANN001, ANN201
 
 def fake_generator(loads: list[DeviceChoice], fail_when) -> None:  # noqa: ANN001
     class Fake:
+        max_batch_size = 1
+
         def generate(self, params, ctx):  # noqa: ANN001, ANN202
             if fail_when(ctx.device):
                 raise FakeCudaOOM()
@@ -80,3 +83,36 @@ def test_a_plugin_error_is_recorded_with_its_code(tenant, monkeypatch) -> None: 
     assert runtime.execute_job(str(job.pk)) == "failed"
     job.refresh_from_db()
     assert (job.error_code, job.error_message) == ("model_load_failed", "could not load text model 'org/missing': 404")
+
+
+class BatchingFake:
+    """A plugin that serves up to 4 jobs with the same prompt in one pass, and records each pass."""
+
+    max_batch_size = 4
+    passes: list[list[str]] = []
+
+    def batch_key(self, params):  # noqa: ANN001, ANN201
+        return params.prompt
+
+    def generate(self, params, ctx):  # noqa: ANN001, ANN201
+        return self.generate_batch([BatchItem(params, ctx)])[0]
+
+    def generate_batch(self, items):  # noqa: ANN001, ANN201
+        BatchingFake.passes.append([item.ctx.job_id for item in items])
+        return [GenerationResult(text=f"{item.params.prompt} #{i}") for i, item in enumerate(items)]
+
+
+def test_a_batching_plugin_serves_compatible_queued_jobs_in_one_pass(tenant, monkeypatch) -> None:  # noqa: ANN001
+    BatchingFake.passes = []
+    monkeypatch.setattr(runtime, "loaded_generator", lambda info, config, device: BatchingFake())
+    same = [services.submit_job(tenant, "transformers-text", {"prompt": "same"}) for _ in range(3)]
+    other = services.submit_job(tenant, "transformers-text", {"prompt": "other"})
+
+    assert runtime.execute_job(str(same[0].pk)) == "succeeded"
+
+    assert len(BatchingFake.passes) == 1 and set(BatchingFake.passes[0]) == {str(j.pk) for j in same}
+    states = {j.pk: j.state for j in [*(Job.objects.get(pk=j.pk) for j in same), Job.objects.get(pk=other.pk)]}
+    assert [states[j.pk] for j in same] == ["succeeded"] * 3
+    assert states[other.pk] == "queued"  # a different batch key waits for its own delivery
+    assert runtime.execute_job(str(same[1].pk)) == "skipped"  # its own message finds it done
+    assert Job.objects.get(pk=same[1].pk).attempts == 1

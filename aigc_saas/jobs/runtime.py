@@ -8,12 +8,14 @@ import socket
 import time
 from dataclasses import asdict
 
+from pydantic import BaseModel
+
 from aigc_saas.jobs import services
-from aigc_saas.jobs.models import Job
+from aigc_saas.jobs.models import Job, JobState
 from aigc_saas.plugins.models import PluginRecord
 from aigc_saas.plugins.services import config_fingerprint, effective_config, registry
-from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig
-from generators.errors import GeneratorError, JobCancelled
+from generators.base import BatchItem, GenerationContext, GenerationResult, Generator, GeneratorConfig
+from generators.errors import GeneratorError, JobCancelled, ParamsInvalid
 from generators.registry import PluginInfo
 from hardware import DeviceChoice, DeviceUnavailable, detect_devices, select_device
 from hardware.cache import DoesNotFit, ModelCache, default_budgets
@@ -95,35 +97,82 @@ def loaded_generator(info: PluginInfo, config: GeneratorConfig, device: DeviceCh
     )
 
 
+def claim_companions(
+    job: Job, info: PluginInfo, generator: Generator, params: BaseModel
+) -> list[tuple[Job, BaseModel]]:
+    """Queued jobs that may share `job`'s pass: same plugin, model and queue, and an equal `batch_key`."""
+    size = type(generator).max_batch_size
+    key = generator.batch_key(params) if size > 1 else None
+    if key is None:
+        return []
+    candidates = Job.objects.filter(
+        state=JobState.QUEUED, generator=job.generator, model_id=job.model_id, queue=job.queue
+    ).exclude(pk=job.pk)
+    chosen = []
+    for candidate in candidates.order_by("created_at")[: size * 4]:
+        try:
+            if generator.batch_key(info.cls.validate_params(candidate.params)) == key:
+                chosen.append(candidate.pk)
+        except ParamsInvalid:
+            continue  # its own delivery will fail it with the reason
+        if len(chosen) == size - 1:
+            break
+    # Their own broker messages arrive later and find them claimed: a second delivery does nothing.
+    claimed = services.claim_jobs(chosen, worker_name())
+    return [(companion, info.cls.validate_params(companion.params)) for companion in claimed]
+
+
+def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
+    if isinstance(outcome, JobCancelled):
+        services.mark_cancelled(job, outcome.message)
+    elif isinstance(outcome, GeneratorError):
+        services.fail_job(job, outcome.code, outcome.message)
+    elif isinstance(outcome, DeviceUnavailable | DoesNotFit | DeviceOutOfMemory):
+        services.fail_job(job, outcome.code, getattr(outcome, "message", str(outcome)))
+    elif isinstance(outcome, BaseException):
+        log.error("job %s failed", job.pk, exc_info=outcome)
+        services.fail_job(job, "internal_error", f"{type(outcome).__name__}: {outcome}")
+    else:
+        try:
+            services.finish_job(job, outcome)
+        except Exception as exc:  # noqa: BLE001 - storing failed: the job says so, nothing half-written stays
+            record_outcome(job, exc)
+
+
 def execute_job(job_id: str) -> str:
-    """Claim, run and record one job; returns the final state. A second delivery does nothing."""
+    """Claim, run and record a job (with compatible queued ones, where its plugin batches); a second delivery
+    does nothing. Returns the job's final state."""
     job = services.claim_job(job_id, worker_name())
     if job is None:
         return "skipped"
+    batch: list[tuple[Job, BaseModel]] = []
     try:
         info, config, device = resolve(job)
-        params = info.cls.validate_params(job.params)
-        ctx = JobContext(job, device)
-        ctx.raise_if_cancelled()
+        batch.append((job, info.cls.validate_params(job.params)))
+        JobContext(job, device).raise_if_cancelled()
 
-        def run(choice: DeviceChoice) -> GenerationResult:
-            ctx.device = choice
-            Job.objects.filter(pk=job.pk).update(device=choice.device)
-            return loaded_generator(info, config, choice).generate(params, ctx)
+        def run(choice: DeviceChoice) -> list[GenerationResult | GeneratorError]:
+            generator = loaded_generator(info, config, choice)
+            if len(batch) == 1:
+                batch.extend(claim_companions(job, info, generator, batch[0][1]))
+            Job.objects.filter(pk__in=[j.pk for j, _ in batch]).update(device=choice.device)
+            items = [BatchItem(params=p, ctx=JobContext(j, choice)) for j, p in batch]
+            if len(items) == 1:
+                return [generator.generate(items[0].params, items[0].ctx)]
+            results = generator.generate_batch(items)
+            if len(results) != len(items):
+                raise GeneratorError(
+                    f"plugin {info.name!r} returned {len(results)} results for a batch of {len(items)} jobs",
+                    code="plugin_contract_broken",
+                )
+            return results
 
-        result = run_with_oom_retry(run, device, cache=model_cache())
-        services.finish_job(job, result)
-    except JobCancelled as exc:
-        services.mark_cancelled(job, exc.message)
-    except GeneratorError as exc:
-        services.fail_job(job, exc.code, exc.message)
-    except (DeviceUnavailable, DoesNotFit, DeviceOutOfMemory) as exc:
-        services.fail_job(job, exc.code, getattr(exc, "message", str(exc)))
-    except Exception as exc:  # noqa: BLE001 - the job records the failure, the worker keeps serving
-        log.exception("job %s failed", job_id)
-        services.fail_job(job, "internal_error", f"{type(exc).__name__}: {exc}")
-    finally:
-        heartbeat(job.queue)
+        outcomes: list[GenerationResult | BaseException] = list(run_with_oom_retry(run, device, cache=model_cache()))
+    except Exception as exc:  # noqa: BLE001 - every job of the batch records the failure; the worker keeps serving
+        outcomes = [exc] * max(len(batch), 1)
+    for (each, _), outcome in zip(batch or [(job, None)], outcomes, strict=True):
+        record_outcome(each, outcome)
+    heartbeat(job.queue)
     job.refresh_from_db()
     return job.state
 

@@ -53,7 +53,7 @@ def test_the_guide_package_passes_its_own_contract_test(guide_package: Path) -> 
         timeout=180,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "8 passed" in run.stdout
+    assert "9 passed" in run.stdout
 
 
 def test_the_guide_package_builds_installs_and_is_discovered(guide_package: Path, tmp_path: Path) -> None:

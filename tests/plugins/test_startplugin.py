@@ -30,7 +30,7 @@ def test_the_generated_package_passes_the_contract_kit(tmp_path: Path, modality:
     run = run_pytest(package)
 
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "8 passed" in run.stdout
+    assert "9 passed" in run.stdout
 
 
 def test_the_generated_package_builds_installs_and_is_discovered(tmp_path: Path) -> None:
