@@ -13,7 +13,8 @@ READ_PATTERNS = [
     r"env\.get\(\s*\"([A-Z][A-Z0-9_]+)\"",
     r"\"(AIGC_MODEL_[A-Z_]+)\"",
 ]
-NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
+# Not operator settings: Django's own, and what a worker parent passes to its prefork children.
+NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "AIGC_WORKER_CONSUMES"}
 
 
 def variables_in_code() -> set[str]:

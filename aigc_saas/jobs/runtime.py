@@ -181,7 +181,10 @@ def heartbeat(queue: str | None = None) -> None:
     """Record this worker's devices and model cache where the admin and `hardware_report` read them."""
     try:
         services.record_worker_status(
-            worker_name(), devices=[asdict(d) for d in detect_devices()], cache=model_cache().snapshot(), queue=queue
+            worker_name(),
+            devices=[asdict(d) for d in detect_devices()],
+            cache=model_cache().snapshot(),
+            queues=[q for q in os.environ.get("AIGC_WORKER_CONSUMES", "").split(",") if q] + ([queue] if queue else []),
         )
     except Exception:  # noqa: BLE001 - a report must never break a job
         log.exception("could not record the worker status")

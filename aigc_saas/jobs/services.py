@@ -284,9 +284,9 @@ def notify_finished(job_id: Any) -> None:
             log.exception("could not queue the webhook of job %s", job_id)
 
 
-def record_worker_status(name: str, *, devices: list[dict[str, Any]], cache: dict[str, Any], queue: str | None) -> None:
+def record_worker_status(name: str, *, devices: list[dict[str, Any]], cache: dict[str, Any], queues: list[str]) -> None:
     status, _ = WorkerStatus.objects.get_or_create(name=name)
-    queues = sorted({*status.queues, queue}) if queue else status.queues
+    queues = sorted({*status.queues, *queues})
     WorkerStatus.objects.filter(pk=status.pk).update(
         queues=queues, devices=devices, cache=cache, updated_at=timezone.now()
     )

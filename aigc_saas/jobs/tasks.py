@@ -1,7 +1,9 @@
 """Celery tasks take ids, are safe to run twice, and only call services."""
 
+import os
+
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
 from aigc_saas.jobs import runtime, services, webhooks
 
@@ -22,6 +24,12 @@ def deliver_webhook(self, job_id: str) -> int | None:  # noqa: ANN001
         return webhooks.deliver(job_id)
     except webhooks.DeliveryFailed as exc:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 300)) from None
+
+
+@celeryd_after_setup.connect
+def remember_consumed_queues(sender, instance, **kwargs) -> None:  # noqa: ANN001
+    # The parent knows its queues; prefork children inherit the environment, so their reports can name them.
+    os.environ["AIGC_WORKER_CONSUMES"] = ",".join(sorted(instance.app.amqp.queues.consume_from))
 
 
 @worker_process_init.connect
