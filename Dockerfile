@@ -4,7 +4,8 @@ FROM python:3.11-slim
 # CPU build by default; for GPU workers build with
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 AIGC_DATA_DIR=/data
+# Static files live in the image, not under /data (a volume would hide them after an upgrade).
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 AIGC_DATA_DIR=/data AIGC_STATIC_ROOT=/app/static
 
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng && rm -rf /var/lib/apt/lists/*

@@ -90,7 +90,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = Path(env_str("AIGC_STATIC_ROOT", str(DATA_DIR / "static"))).resolve()
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env_str("AIGC_MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
 

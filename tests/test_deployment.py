@@ -54,3 +54,12 @@ def test_the_gpu_worker_reserves_a_gpu_and_pins_its_device(compose) -> None:  # 
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert worker["environment"]["AIGC_DEVICE"] == "cuda:0"
     assert compose["worker-cpu"]["environment"]["AIGC_DEVICE"] == "cpu"
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    packages = pyproject.split("include = [", 1)[1].split("]", 1)[0]
+    for package in [p.strip().strip('"').rstrip("*") for p in packages.split(",") if p.strip()]:
+        assert f"COPY {package} {package}" in dockerfile, f"the Dockerfile does not copy `{package}`"
+    assert "COPY manage.py" in dockerfile
