@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality
-from generators.errors import JobCancelled, ModelLoadFailed
+from generators.errors import GeneratorError, JobCancelled, ModelLoadFailed
 from hardware import DeviceChoice, HardwareNeeds
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -77,7 +77,7 @@ class TextGenerator(Generator):
         input_ids = self._input_ids(params)
         prompt_tokens = int(input_ids.shape[-1])
         if prompt_tokens > self.config.max_input_tokens:
-            raise ModelLoadFailed(
+            raise GeneratorError(
                 f"`prompt` is {prompt_tokens} tokens, over this deployment's limit of {self.config.max_input_tokens}",
                 code="prompt_too_long",
             )

@@ -115,3 +115,18 @@ def test_the_sweep_redispatches_lost_queued_jobs_and_recovers_dead_workers_jobs(
     assert states[lost.pk] == "queued" and states[stuck.pk] == "queued" and states[hopeless.pk] == "failed"
     assert Job.objects.get(pk=lost.pk).dispatched_at is not None
     assert Job.objects.get(pk=hopeless.pk).error_code == "worker_lost"
+
+
+def test_a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery(tenant, settings) -> None:  # noqa: ANN001
+    from aigc_saas.errors import InvalidInput
+    from aigc_saas.jobs import webhooks
+
+    settings.AIGC_WEBHOOK_ALLOW_PRIVATE = False
+    with pytest.raises(InvalidInput) as refused:
+        services.submit_job(tenant, "transformers-text", {"prompt": "x"}, webhook_url="http://127.0.0.1:9/hook")
+    assert "`webhook_url`" in refused.value.message
+
+    settings.AIGC_WEBHOOK_ALLOW_PRIVATE = True
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, webhook_url="http://127.0.0.1:9/hook")
+    settings.AIGC_WEBHOOK_ALLOW_PRIVATE = False
+    assert webhooks.deliver(str(job.pk)) is None  # not sent, and no retry loop against a private host

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import socket
 import time
 import urllib.error
@@ -21,6 +22,8 @@ from django.conf import settings
 
 from aigc_saas.errors import InvalidInput
 from aigc_saas.jobs.models import Job
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
@@ -71,6 +74,11 @@ def job_event(job: Job) -> dict[str, Any]:
 def deliver(job_id: str) -> int | None:
     job = Job.objects.select_related("tenant").filter(pk=job_id).first()
     if job is None or not job.webhook_url:
+        return None
+    try:
+        check_webhook_url(job.webhook_url)  # again: the host may resolve elsewhere now than at submission
+    except InvalidInput as exc:
+        log.warning("webhook of job %s not sent: %s", job_id, exc.message)
         return None
     body = json.dumps(job_event(job), sort_keys=True).encode()
     request = urllib.request.Request(
