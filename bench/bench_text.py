@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from aigc_saas import stack  # noqa: E402
-from generators.base import LocalContext  # noqa: E402
+from generators.base import BatchItem, LocalContext  # noqa: E402
 from generators.testing.tiny_models import build_tiny_text_model  # noqa: E402
 from generators.text_transformers import TextGenerator  # noqa: E402
 from hardware import select_device  # noqa: E402
@@ -105,6 +105,14 @@ def main() -> None:
             start = time.perf_counter()
             generator.generate(validated, LocalContext(device))
             direct.append(time.perf_counter() - start)
+        batched = []
+        unseeded = generator.validate_params({**params, "seed": None})
+        for _ in range(3):
+            start = time.perf_counter()
+            generator.generate_batch(
+                [BatchItem(unseeded, LocalContext(device)) for _ in range(generator.max_batch_size)]
+            )
+            batched.append(time.perf_counter() - start)
     finally:
         for child in reversed(children):
             stack.stop(child)
@@ -115,6 +123,11 @@ def main() -> None:
     print(f"  direct generate():            {summary(direct)}")
     print(f"  HTTP -> Redis -> worker -> DB: {summary(through_stack)}")
     print(f"  ratio (stack / direct, median): {ratio:.2f}x   overhead per job: {overhead:.0f} ms")
+    per_job = statistics.median(batched) / generator.max_batch_size
+    print(
+        f"  one pass of {generator.max_batch_size} jobs (generate_batch): {per_job * 1000:.1f} ms per job, "
+        f"{statistics.median(direct) / per_job:.2f}x the throughput of one job per pass"
+    )
 
 
 if __name__ == "__main__":

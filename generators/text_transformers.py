@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality
+from generators.base import BatchItem, GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality
 from generators.errors import GeneratorError, JobCancelled, ModelLoadFailed
 from hardware import DeviceChoice, HardwareNeeds
 
@@ -41,6 +42,7 @@ class TextGenerator(Generator):
     Params = TextParams
     Config = TextConfig
     needs = HardwareNeeds(devices=("cuda", "mps", "cpu"), dtypes=("bfloat16", "float16", "float32"), memory_mb=600)
+    max_batch_size = 8
     config: TextConfig
 
     def setup(self, device: DeviceChoice) -> None:
@@ -70,54 +72,98 @@ class TextGenerator(Generator):
         text = f"{params.system}\n\n{params.prompt}" if params.system else params.prompt
         return self.tokenizer(text, return_tensors="pt")["input_ids"]
 
+    def batch_key(self, params: TextParams) -> tuple | None:
+        # A pass shares its sampling settings and random stream, so a seeded job runs alone: its seed then
+        # reproduces its text whatever else is queued.
+        if params.seed is not None:
+            return None
+        return (params.max_new_tokens, params.temperature, params.top_p)
+
     def generate(self, params: TextParams, ctx: GenerationContext) -> GenerationResult:
+        outcome = self.generate_batch([BatchItem(params=params, ctx=ctx)])[0]
+        if isinstance(outcome, GeneratorError):
+            raise outcome
+        return outcome
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
+        """Left-pad the prompts into one batch and decode them together; each item gets its own result."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        input_ids = self._input_ids(params)
-        prompt_tokens = int(input_ids.shape[-1])
-        if prompt_tokens > self.config.max_input_tokens:
-            raise GeneratorError(
-                f"`prompt` is {prompt_tokens} tokens, over this deployment's limit of {self.config.max_input_tokens}",
-                code="prompt_too_long",
-            )
-        input_ids = input_ids.to(self.model.device)
+        outcomes: list[GenerationResult | GeneratorError | None] = [None] * len(items)
+        prompts = []
+        for index, item in enumerate(items):
+            ids = self._input_ids(item.params)[0]
+            if len(ids) > self.config.max_input_tokens:
+                outcomes[index] = GeneratorError(
+                    f"`prompt` is {len(ids)} tokens, over this deployment's limit of {self.config.max_input_tokens}",
+                    code="prompt_too_long",
+                )
+            else:
+                prompts.append((index, ids))
+        if not prompts:
+            return outcomes  # type: ignore[return-value]
+
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(ids) for _, ids in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, (_, ids) in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = ids
+            attention_mask[row, width - len(ids) :] = 1
+        contexts = [items[index].ctx for index, _ in prompts]
+        first: TextParams = items[prompts[0][0]].params  # the batch key makes the sampling settings equal
 
         class Progress(StoppingCriteria):
-            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> bool:  # noqa: ARG002
-                done = int(ids.shape[-1]) - prompt_tokens
-                ctx.progress(min(done / params.max_new_tokens, 1.0), f"{done}/{params.max_new_tokens} tokens")
-                return ctx.cancelled()
+            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:  # noqa: ARG002
+                done = int(ids.shape[-1]) - width
+                for ctx in contexts:
+                    ctx.progress(min(done / first.max_new_tokens, 1.0), f"{done}/{first.max_new_tokens} tokens")
+                stop = all(ctx.cancelled() for ctx in contexts)
+                return torch.full((ids.shape[0],), stop, dtype=torch.bool, device=ids.device)
 
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
+        if first.seed is not None:
+            torch.manual_seed(first.seed)
         sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-            if params.temperature > 0
+            {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p}
+            if first.temperature > 0
             else {"do_sample": False}
         )
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=params.max_new_tokens,
+                input_ids.to(self.model.device),
+                attention_mask=attention_mask.to(self.model.device),
+                max_new_tokens=first.max_new_tokens,
                 stopping_criteria=StoppingCriteriaList([Progress()]),
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                pad_token_id=pad_id,
                 **sampling,
             )
-        if ctx.cancelled():
-            raise JobCancelled("the job was cancelled during generation")
-        new_tokens = output[0, prompt_tokens:]
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-        return GenerationResult(
-            text=text,
-            metadata={
-                "model_id": self.config.model_id,
-                "revision": self.config.revision,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": int(new_tokens.shape[-1]),
-                "seed": params.seed,
-                "device": ctx.device.device,
-                "dtype": ctx.device.dtype,
-            },
-        )
+        stops = self._stop_token_ids()
+        for row, (index, ids) in enumerate(prompts):
+            ctx = items[index].ctx
+            if ctx.cancelled():
+                outcomes[index] = JobCancelled("the job was cancelled during generation")
+                continue
+            tokens = output[row, width:].tolist()
+            end = next((i for i, token in enumerate(tokens) if token in stops), len(tokens))
+            outcomes[index] = GenerationResult(
+                text=self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip(),
+                metadata={
+                    "model_id": self.config.model_id,
+                    "revision": self.config.revision,
+                    "prompt_tokens": len(ids),
+                    "completion_tokens": end,
+                    "seed": items[index].params.seed,
+                    "device": ctx.device.device,
+                    "dtype": ctx.device.dtype,
+                    "batch_size": len(prompts),
+                },
+            )
+        return outcomes  # type: ignore[return-value]
+
+    def _stop_token_ids(self) -> set[int]:
+        """Tokens that end a sequence; `generate` pads finished rows after them."""
+        configured = self.model.generation_config.eos_token_id
+        if configured is None:
+            return set()
+        return set(configured) if isinstance(configured, list) else {configured}

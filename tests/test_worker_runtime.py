@@ -116,3 +116,16 @@ def test_a_batching_plugin_serves_compatible_queued_jobs_in_one_pass(tenant, mon
     assert states[other.pk] == "queued"  # a different batch key waits for its own delivery
     assert runtime.execute_job(str(same[1].pk)) == "skipped"  # its own message finds it done
     assert Job.objects.get(pk=same[1].pk).attempts == 1
+
+
+def test_the_text_plugin_serves_compatible_queued_jobs_in_one_real_pass(tenant, tiny_models) -> None:  # noqa: ANN001
+    params = {"max_new_tokens": 5, "temperature": 0}
+    jobs = [services.submit_job(tenant, "transformers-text", {"prompt": p, **params}) for p in ("mug", "bread", "tea")]
+    seeded = services.submit_job(tenant, "transformers-text", {"prompt": "alone", "seed": 1, **params})
+
+    assert runtime.execute_job(str(jobs[0].pk)) == "succeeded"
+
+    done = [Job.objects.get(pk=j.pk) for j in jobs]
+    assert [j.state for j in done] == ["succeeded"] * 3
+    assert [j.result["metadata"]["batch_size"] for j in done] == [3, 3, 3]
+    assert Job.objects.get(pk=seeded.pk).state == "queued"
