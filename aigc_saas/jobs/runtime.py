@@ -155,7 +155,10 @@ def execute_job(job_id: str) -> str:
             generator = loaded_generator(info, config, choice)
             if len(batch) == 1:
                 batch.extend(claim_companions(job, info, generator, batch[0][1]))
-            Job.objects.filter(pk__in=[j.pk for j, _ in batch]).update(device=choice.device)
+            # The version that runs the job is the worker's, which may differ from the web's during an upgrade.
+            Job.objects.filter(pk__in=[j.pk for j, _ in batch]).update(
+                device=choice.device, plugin_version=info.version
+            )
             items = [BatchItem(params=p, ctx=JobContext(j, choice)) for j, p in batch]
             if len(items) == 1:
                 return [generator.generate(items[0].params, items[0].ctx)]
