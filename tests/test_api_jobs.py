@@ -67,6 +67,7 @@ def test_admin_default_params_apply_under_the_jobs_params(acme) -> None:  # noqa
         ),
         ({"generator": TEXT, "params": {"prompt": "x", "colour": "red"}}, 400, "invalid_params", "params.colour"),
         ({"generator": TEXT, "params": ["prompt"]}, 400, "invalid_params", "params"),
+        ({"generator": TEXT, "params": {"prompt": "a\u0000b"}}, 400, "invalid_request", "params.prompt"),
         ({"generator": TEXT, "params": {"prompt": "x"}, "model": "gpt2"}, 400, "model_not_allowed", None),
         (
             {"generator": TEXT, "params": {"prompt": "x"}, "webhook_url": "ftp://x"},

@@ -130,3 +130,17 @@ def test_a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery
     job = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, webhook_url="http://127.0.0.1:9/hook")
     settings.AIGC_WEBHOOK_ALLOW_PRIVATE = False
     assert webhooks.deliver(str(job.pk)) is None  # not sent, and no retry loop against a private host
+
+
+def test_nul_characters_are_refused_in_params_and_replaced_in_model_output(job, tenant) -> None:  # noqa: ANN001
+    from aigc_saas.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        services.submit_job(tenant, "transformers-text", {"prompt": "a\x00b"})
+    assert refused.value.fields[0]["field"] == "params.prompt"
+
+    claimed = services.claim_job(job.pk, "w")
+    services.finish_job(claimed, GenerationResult(text="noise\x00from a model", metadata={"k": "v\x00"}))
+    job.refresh_from_db()
+    assert job.state == "succeeded"
+    assert job.result["text"] == "noise\ufffdfrom a model" and job.result["metadata"] == {"k": "v\ufffd"}

@@ -82,7 +82,7 @@ def test_server_sent_events_stream_progress_then_the_final_job(api, worker) -> N
                 if event == "end":
                     break
     kinds = [kind for kind, _ in events]
-    assert kinds[-1] == "end" and events[-1][1]["state"] == "succeeded"
+    assert kinds[-1] == "end" and events[-1][1]["state"] == "succeeded", events[-1][1]["error"]
     fractions = [data["fraction"] for kind, data in events if kind == "progress"]
     assert fractions == sorted(fractions)
 
