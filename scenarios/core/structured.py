@@ -6,10 +6,8 @@ import json
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from aigc_saas.errors import InvalidInput
+from generators.schema_safety import SchemaRejected, check_untrusted_schema, validator_for
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
@@ -28,12 +26,16 @@ class StructuredOutputInvalid(Exception):
 
 
 def check_schema(schema: Any, *, field: str = "output_schema") -> None:
+    """Refuse at save what we will not evaluate: remote/file `$ref`, oversize or deep schemas, non-RE2 patterns."""
     if not isinstance(schema, dict):
         raise InvalidInput(f"`{field}` must be a JSON Schema object", code="invalid_template")
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidInput(f"`{field}`: not a valid JSON Schema: {exc.message}", code="invalid_template") from None
+        check_untrusted_schema(schema)
+    except SchemaRejected as exc:
+        message = f"`{field}`: {exc}"
+        raise InvalidInput(
+            message, code="schema_rejected", fields=[{"field": field, "code": "schema_rejected", "message": message}]
+        ) from None
 
 
 def _balanced_spans(text: str) -> list[str]:
@@ -141,8 +143,17 @@ def _path(error: Any) -> str:
     return path
 
 
-def validate_output(data: Any, schema: dict[str, Any]) -> None:
-    errors = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+def _validator(schema: dict[str, Any]) -> Any:
+    """The no-retrieval, RE2 validator; a stored schema that no longer passes the checks is never evaluated."""
+    try:
+        return validator_for(schema)
+    except SchemaRejected as exc:
+        raise StructuredOutputInvalid(f"the template's schema is refused: {exc}") from None
+
+
+def validate_output(data: Any, schema: dict[str, Any], validator: Any = None) -> None:
+    validator = validator or _validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         described = "; ".join(f"`{_path(e)}`: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
@@ -152,10 +163,11 @@ def validate_output(data: Any, schema: dict[str, Any]) -> None:
 def parse_structured(text: str, schema: dict[str, Any]) -> Any:
     """Validated JSON from a model's text, or `StructuredOutputInvalid` naming what did not parse or match."""
     values, _ = parsed_candidates(text)
+    validator = _validator(schema) if values else None
     first_problem = None
     for data in values:
         try:
-            validate_output(data, schema)
+            validate_output(data, schema, validator)
             return data
         except StructuredOutputInvalid as exc:
             first_problem = first_problem or exc
