@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "aigc_saas.accounts",
     "aigc_saas.plugins",
     "aigc_saas.jobs",
+    "aigc_saas.usage",
+    "aigc_saas.audit",
     *env_list(
         "AIGC_EXTRA_APPS", ["scenarios.core", "scenarios.marketing", "scenarios.ecommerce", "scenarios.education"]
     ),
@@ -43,6 +45,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "aigc_saas.audit.middleware.AuditActor",
+    "aigc_saas.accounts.middleware.RateLimitHeaders",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -117,12 +121,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AIGC_MAX_BODY_BYTES", 1024 * 1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["aigc_saas.accounts.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "aigc_saas.accounts.permissions.HasScope",
+    ],
     "DEFAULT_PARSER_CLASSES": ["aigc_saas.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "aigc_saas.api.pagination.Pagination",
     "EXCEPTION_HANDLER": "aigc_saas.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "aigc_saas.accounts.throttling.KeyRateThrottle",
+        "aigc_saas.accounts.throttling.SubmissionRateThrottle",
+    ],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -169,6 +180,16 @@ AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
 AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
 AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)
 AIGC_WEBHOOK_ALLOW_PRIVATE = env_bool("AIGC_WEBHOOK_ALLOW_PRIVATE", False)
+
+# Limits per API key, shared by every web process through Redis (a tenant's row can override the first three).
+AIGC_RATE_LIMIT_PER_SECOND = env_int("AIGC_RATE_LIMIT_PER_SECOND", 20)
+AIGC_RATE_LIMIT_BURST = env_int("AIGC_RATE_LIMIT_BURST", 40)
+AIGC_SUBMISSIONS_PER_MINUTE = env_int("AIGC_SUBMISSIONS_PER_MINUTE", 120)
+# Wrong API keys one client address may send per minute before its requests answer 429.
+AIGC_AUTH_FAILURES_PER_MINUTE = env_int("AIGC_AUTH_FAILURES_PER_MINUTE", 20)
+# Quotas a new tenant starts with (0: no limit); existing tenants keep theirs.
+AIGC_DEFAULT_MAX_JOBS_PER_DAY = env_int("AIGC_DEFAULT_MAX_JOBS_PER_DAY", 1000) or None
+AIGC_DEFAULT_MAX_ACTIVE_JOBS = env_int("AIGC_DEFAULT_MAX_ACTIVE_JOBS", 50) or None
 
 LOGGING = {
     "version": 1,

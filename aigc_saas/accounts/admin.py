@@ -1,6 +1,7 @@
+from django import forms
 from django.contrib import admin, messages
 
-from aigc_saas.accounts.models import ApiKey, Membership, Tenant
+from aigc_saas.accounts.models import SCOPES, ApiKey, Membership, Tenant
 from aigc_saas.accounts.services import create_api_key, revoke_api_key
 
 
@@ -15,7 +16,14 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_active", "max_jobs_per_day", "max_active_jobs", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["id", "created_at"]
-    exclude = ["webhook_secret"]
+    fieldsets = [
+        (None, {"fields": ["id", "slug", "name", "is_active", "created_at"]}),
+        ("Quotas", {"fields": ["max_jobs_per_day", "max_active_jobs"]}),
+        (
+            "Rate limits per API key (blank: the deployment's defaults)",
+            {"fields": ["requests_per_second", "request_burst", "submissions_per_minute"]},
+        ),
+    ]
     inlines = [MembershipInline]
     actions = ["issue_api_key"]
 
@@ -28,13 +36,26 @@ class TenantAdmin(admin.ModelAdmin):
             )
 
 
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=[(name, f"{name}: {what}") for name, what in SCOPES.items()],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "scopes", "expires_at"]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "prefix", "created_at", "last_used_at", "revoked_at"]
+    form = ApiKeyForm
+    list_display = ["name", "tenant", "prefix", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at"]
     list_filter = ["tenant", "revoked_at"]
     search_fields = ["name", "prefix", "tenant__slug"]
-    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    fields = ["tenant", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["tenant", "prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ["tenant", "name", "prefix", "scopes", "expires_at", "created_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:  # noqa: ANN001

@@ -1,14 +1,21 @@
-"""`Authorization: Bearer <key>` for every API call."""
+"""`Authorization: Bearer <key>` for every API call, with failed attempts throttled per client address."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
+from rest_framework.throttling import BaseThrottle
 
+from aigc_saas.accounts import ratelimit
 from aigc_saas.accounts.models import ApiKey, Tenant
-from aigc_saas.accounts.services import authenticate_key
+from aigc_saas.accounts.ratelimit import Decision
+from aigc_saas.accounts.services import find_key, touch_last_used
+from aigc_saas.accounts.throttling import enforce
+from aigc_saas.audit import context as audit_context
 
 
 @dataclass
@@ -20,6 +27,40 @@ class ApiClient:
     is_authenticated: bool = True
     is_anonymous: bool = False
 
+    @property
+    def scopes(self) -> list[str]:
+        return list(self.api_key.scopes or [])
+
+
+def client_address(request: Any) -> str:
+    """The client's address; X-Forwarded-For is trusted only through REST_FRAMEWORK's NUM_PROXIES."""
+    return BaseThrottle().get_ident(request)
+
+
+def _failure_bucket(address: str, cost: int, need: int) -> Decision:
+    per_minute = settings.AIGC_AUTH_FAILURES_PER_MINUTE
+    return ratelimit.take(
+        f"authfail:{address}",
+        rate=per_minute / 60.0,
+        capacity=per_minute,
+        cost=cost,
+        need=need,
+        window=f"{per_minute} failed API key attempts/min per client address",
+    )
+
+
+def check_auth_lockout(request: Any) -> None:
+    """Refuse every key from an address that has used up its failed attempts: no more guesses are checked."""
+    enforce(
+        request,
+        _failure_bucket(client_address(request), cost=0, need=1),
+        "`Authorization`: too many wrong API keys from this address",
+    )
+
+
+def record_auth_failure(request: Any) -> None:
+    _failure_bucket(client_address(request), cost=1, need=0)
+
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
@@ -28,14 +69,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
+        check_auth_lockout(request)
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
+            record_auth_failure(request)
             raise exceptions.AuthenticationFailed(
                 "The `Authorization` header must be `Bearer <api key>`.", code="invalid_authorization_header"
             )
-        key = authenticate_key(raw.strip())
-        if key is None:
+        key = find_key(raw.strip())
+        if key is None or key.revoked_at is not None or not key.tenant.is_active:
+            record_auth_failure(request)
             raise exceptions.AuthenticationFailed("The API key is unknown or revoked.", code="invalid_api_key")
+        if key.is_expired:
+            # Only the holder of the real secret gets here, so saying "expired" leaks nothing to a guesser.
+            raise exceptions.AuthenticationFailed(
+                f"`Authorization`: this API key expired at {key.expires_at.isoformat()}; ask for a new one.",
+                code="api_key_expired",
+            )
+        touch_last_used(key)
+        audit_context.set_api_key(key.prefix)
         return ApiClient(tenant=key.tenant, api_key=key), key
 
     def authenticate_header(self, request) -> str:  # noqa: ANN001

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from aigc_saas.accounts.models import ApiKey, Tenant
+from aigc_saas.accounts.models import SCOPES, ApiKey, Tenant, check_scopes
 
 KEY_PREFIX = "aigc"
 # last_used_at is written at most this often per key, so authentication is not a write per request.
@@ -37,28 +38,50 @@ def create_tenant(name: str, slug: str | None = None) -> Tenant:
 
 
 @transaction.atomic
-def create_api_key(tenant: Tenant, name: str) -> tuple[ApiKey, str]:
-    """Create a key; the raw key is returned once and never stored."""
+def create_api_key(
+    tenant: Tenant, name: str, *, scopes: list[str] | None = None, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key (all scopes unless given); the raw key is returned once and never stored."""
+    chosen = check_scopes(list(SCOPES) if scopes is None else scopes)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": f"`expires_at`: {expires_at.isoformat()} is not in the future"})
     prefix = secrets.token_hex(4)
     raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
-    key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, hashed_key=hash_key(raw))
+    key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        hashed_key=hash_key(raw),
+        scopes=chosen,
+        expires_at=expires_at,
+    )
     return key, raw
 
 
-def authenticate_key(raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, or None; touches last_used_at."""
+def find_key(raw_key: str) -> ApiKey | None:
+    """The key whose secret is `raw_key`, whatever its state (revoked, expired), or None."""
     parts = raw_key.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
     key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
     if key is None or not hmac.compare_digest(key.hashed_key, hash_key(raw_key)):
         return None
-    if key.revoked_at is not None or not key.tenant.is_active:
-        return None
+    return key
+
+
+def touch_last_used(key: ApiKey) -> None:
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+
+
+def authenticate_key(raw_key: str) -> ApiKey | None:
+    """The usable key matching `raw_key` (not revoked, not expired, tenant active), or None; touches last_used_at."""
+    key = find_key(raw_key)
+    if key is None or key.revoked_at is not None or key.is_expired or not key.tenant.is_active:
+        return None
+    touch_last_used(key)
     return key
 
 

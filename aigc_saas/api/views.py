@@ -37,6 +37,8 @@ ERRORS = {code: OpenApiResponse(ErrorBodySerializer) for code in (400, 401, 404)
 class Account(APIView):
     """Who am I: the caller's tenant, key, quotas and today's usage."""
 
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: AccountSerializer, 401: ErrorBodySerializer})
     def get(self, request: Request) -> Response:
         tenant, key = request.user.tenant, request.user.api_key
@@ -53,6 +55,9 @@ class Account(APIView):
 
 
 class JobListCreate(generics.ListAPIView):
+    required_scopes = {"GET": "read", "POST": "submit"}
+    throttle_scope = "submissions"
+
     serializer_class = JobSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -89,6 +94,8 @@ class JobListCreate(generics.ListAPIView):
 
 
 class JobDetail(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: JobSerializer, **ERRORS})
     def get(self, request: Request, job_id: str) -> Response:
         job = services.get_job(request.user.tenant, job_id)
@@ -96,6 +103,8 @@ class JobDetail(APIView):
 
 
 class JobCancel(APIView):
+    required_scopes = {"POST": "submit"}
+
     @extend_schema(request=None, responses={200: JobSerializer, 409: ErrorBodySerializer, **ERRORS})
     def post(self, request: Request, job_id: str) -> Response:
         job = services.cancel_job(services.get_job(request.user.tenant, job_id))
@@ -104,6 +113,8 @@ class JobCancel(APIView):
 
 class JobEvents(APIView):
     """Server-sent events: a `progress` event on each change, then one `end` event with the final job."""
+
+    required_scopes = {"GET": "read"}
 
     renderer_classes = [EventStreamRenderer, JSONRenderer]
 
@@ -140,6 +151,8 @@ class JobEvents(APIView):
 
 
 class ArtifactContent(APIView):
+    required_scopes = {"GET": "read"}
+
     renderer_classes = [JSONRenderer, PassthroughRenderer]
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS})
@@ -171,6 +184,8 @@ def generator_context(request: Request, records) -> dict:  # noqa: ANN001
 
 
 class GeneratorList(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: GeneratorSerializer(many=True), 401: ErrorBodySerializer})
     def get(self, request: Request) -> Response:
         records = list(enabled_generators())
@@ -178,6 +193,8 @@ class GeneratorList(APIView):
 
 
 class GeneratorDetail(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: GeneratorSerializer, **ERRORS})
     def get(self, request: Request, name: str) -> Response:
         record = enabled_generators().filter(name=name).first()
@@ -188,6 +205,8 @@ class GeneratorDetail(APIView):
 
 class PluginProblemList(generics.ListAPIView):
     """Plugins that were found but skipped (import failure, broken contract, name clash, blocked)."""
+
+    required_scopes = {"GET": "read"}
 
     serializer_class = PluginProblemSerializer
     pagination_class = None

@@ -33,6 +33,8 @@ def _accepted(run: Run, request: Request) -> Response:
 
 
 class ScenarioList(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: ScenarioSerializer(many=True), 401: ErrorBodySerializer})
     def get(self, request: Request) -> Response:
         visible = templates.visible_templates(request.user.tenant)
@@ -50,6 +52,8 @@ class ScenarioList(APIView):
 
 
 class ScenarioTemplateList(generics.ListAPIView):
+    required_scopes = {"GET": "read"}
+
     serializer_class = TemplateSummarySerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -62,6 +66,8 @@ class ScenarioTemplateList(generics.ListAPIView):
 
 
 class ScenarioRecipeList(generics.ListAPIView):
+    required_scopes = {"GET": "read"}
+
     serializer_class = RecipeSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -74,6 +80,8 @@ class ScenarioRecipeList(generics.ListAPIView):
 
 
 class TemplateCreate(APIView):
+    required_scopes = {"POST": "templates"}
+
     @extend_schema(request=TemplateCreateSerializer, responses={201: TemplateDetailSerializer, **ERRORS})
     def post(self, request: Request) -> Response:
         body = TemplateCreateSerializer(data=request.data)
@@ -86,6 +94,8 @@ class TemplateCreate(APIView):
 
 
 class TemplateDetail(APIView):
+    required_scopes = {"GET": "read", "PATCH": "templates", "DELETE": "templates"}
+
     @extend_schema(responses={200: TemplateDetailSerializer, **ERRORS})
     def get(self, request: Request, template_id: str) -> Response:
         template = templates.get_template(request.user.tenant, template_id)
@@ -105,6 +115,9 @@ class TemplateDetail(APIView):
 
 
 class TemplateRunCreate(APIView):
+    required_scopes = {"POST": "submit"}
+    throttle_scope = "submissions"
+
     @extend_schema(request=TemplateRunSerializer, responses={202: RunSerializer, **ERRORS})
     def post(self, request: Request, template_id: str) -> Response:
         """Run a template: its job goes through the same submission as every other job."""
@@ -118,12 +131,17 @@ class TemplateRunCreate(APIView):
 
 
 class RecipeDetail(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: RecipeSerializer, **ERRORS})
     def get(self, request: Request, slug: str) -> Response:
         return Response(RecipeSerializer(recipes.get_recipe(slug), context={"request": request}).data)
 
 
 class RecipeRunCreate(APIView):
+    required_scopes = {"POST": "submit"}
+    throttle_scope = "submissions"
+
     @extend_schema(request=RecipeRunSerializer, responses={202: RunSerializer, **ERRORS})
     def post(self, request: Request, slug: str) -> Response:
         body = RecipeRunSerializer(data=request.data)
@@ -134,6 +152,8 @@ class RecipeRunCreate(APIView):
 
 
 class RunList(generics.ListAPIView):
+    required_scopes = {"GET": "read"}
+
     serializer_class = RunSerializer
 
     def get_queryset(self):  # noqa: ANN201
@@ -145,12 +165,16 @@ class RunList(generics.ListAPIView):
 
 
 class RunDetail(APIView):
+    required_scopes = {"GET": "read"}
+
     @extend_schema(responses={200: RunSerializer, **ERRORS})
     def get(self, request: Request, run_id: str) -> Response:
         return Response(RunSerializer(runs.get_run(request.user.tenant, run_id), context={"request": request}).data)
 
 
 class RunCancel(APIView):
+    required_scopes = {"POST": "submit"}
+
     @extend_schema(request=None, responses={200: RunSerializer, 409: ErrorBodySerializer, **ERRORS})
     def post(self, request: Request, run_id: str) -> Response:
         run = runs.cancel_run(runs.get_run(request.user.tenant, run_id))
