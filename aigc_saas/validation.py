@@ -1,26 +1,78 @@
-"""Input checks shared by the API and the services."""
+"""Input checks shared by the API and the services.
+
+Walks are iterative: a hostile body nested hundreds deep must give a 400, not a RecursionError (a 500).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+MAX_JSON_DEPTH = 64  # no API body needs more; the output_schema check allows 32 levels of schema
+MAX_REPORTED_PATHS = 20
 
 
 def nul_character_paths(value: Any, path: str) -> list[str]:
-    """Where a JSON value holds a NUL character, which PostgreSQL cannot store in text or jsonb."""
-    if isinstance(value, str):
-        return [path] if "\x00" in value else []
-    if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in nul_character_paths(key, path) + nul_character_paths(item, f"{path}.{key}" if path else key)
-        ]
-    if isinstance(value, list):
-        return [
-            found
-            for i, item in enumerate(value)
-            for found in nul_character_paths(item, f"{path}.{i}" if path else str(i))
-        ]
-    return []
+    """Where a JSON value holds a NUL character (in a key or a string), which PostgreSQL cannot store in text or
+    jsonb; at most `MAX_REPORTED_PATHS` paths, in document order."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack and len(found) < MAX_REPORTED_PATHS:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                found.append(where)
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    found.append(where)
+                children.append((child, f"{where}.{key}" if where else str(key)))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(child, f"{where}.{i}" if where else str(i)) for i, child in enumerate(item)]))
+    return found
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply objects and arrays nest in `value` (a scalar is 0); stops counting once past `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _nul_in_request(request: HttpRequest) -> str | None:
+    if "\x00" in request.path:
+        return "path"
+    for key, values in request.GET.lists():
+        if "\x00" in key or any("\x00" in value for value in values):
+            return key.replace("\x00", "\\u0000")[:100]
+    return None
+
+
+class RefuseNulInRequest:
+    """A NUL in the path or the query string is a 400 naming it, before any view puts it into a database query
+    (PostgreSQL refuses NUL in text parameters, which surfaced as a 500)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/") and (field := _nul_in_request(request)):
+            message = f"`{field}`: {NUL_MESSAGE}"
+            body = {"error": {"code": "null_character", "message": message, "fields": []}}
+            body["error"]["fields"] = [{"field": field, "code": "null_character", "message": message}]
+            return JsonResponse(body, status=400)
+        return self.get_response(request)

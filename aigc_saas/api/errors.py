@@ -25,8 +25,28 @@ DRF_CODES = {
 }
 
 
+# Error bodies are bounded whatever the input: a 1 MB body of unknown params once echoed a 9.6 MB error.
+MAX_ERROR_FIELDS = 20
+MAX_FIELD_MESSAGE_CHARS = 500
+MAX_MESSAGE_CHARS = 2000
+
+
+def _clip(text: Any, limit: int) -> str:
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 30]}… ({len(text) - limit + 30} more characters)"
+
+
 def error_body(code: str, message: str, fields: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "fields": fields or []}}
+    fields = fields or []
+    kept = [
+        {key: _clip(value, MAX_FIELD_MESSAGE_CHARS if key == "message" else 200) for key, value in field.items()}
+        for field in fields[:MAX_ERROR_FIELDS]
+    ]
+    if len(fields) > MAX_ERROR_FIELDS:
+        extra = len(fields) - MAX_ERROR_FIELDS
+        kept.append({"field": "body", "code": "more_errors", "message": f"and {extra} more errors, not listed"})
+        message = "; ".join(f["message"] for f in kept) if len(message) > MAX_MESSAGE_CHARS else message
+    return {"error": {"code": _clip(code, 100), "message": _clip(message, MAX_MESSAGE_CHARS), "fields": kept}}
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[dict[str, str]]:
@@ -53,7 +73,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     if isinstance(exc, exceptions.ValidationError):
         fields = _flatten(exc.detail)
-        response.data = error_body("invalid_request", "; ".join(f["message"] for f in fields), fields)
+        message = "; ".join(f["message"] for f in fields[:MAX_ERROR_FIELDS])
+        response.data = error_body("invalid_request", message, fields)
         return response
     code = next((c for cls, c in DRF_CODES.items() if isinstance(exc, cls)), None)
     detail = getattr(exc, "detail", str(exc))

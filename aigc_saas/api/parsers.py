@@ -1,4 +1,4 @@
-"""JSON bodies with NUL characters are refused up front, naming the field, on every endpoint."""
+"""JSON bodies: NUL characters and hostile nesting are refused up front, naming the field, on every endpoint."""
 
 from __future__ import annotations
 
@@ -7,12 +7,22 @@ from typing import Any
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
-from aigc_saas.validation import NUL_MESSAGE, nul_character_paths
+from aigc_saas.validation import MAX_JSON_DEPTH, NUL_MESSAGE, json_depth, nul_character_paths
 
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        data = super().parse(stream, media_type, parser_context)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:  # the C decoder gives up around 1,000 levels
+            raise exceptions.ValidationError(
+                {"body": [exceptions.ErrorDetail(f"nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")]}
+            ) from None
+        if json_depth(data) > MAX_JSON_DEPTH:
+            # Every later step (serializers, pydantic, jsonschema, the renderer) recurses; stop here.
+            raise exceptions.ValidationError(
+                {"body": [exceptions.ErrorDetail(f"nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")]}
+            )
         if paths := nul_character_paths(data, ""):
             raise exceptions.ValidationError(
                 {path or "body": [exceptions.ErrorDetail(NUL_MESSAGE, code="null_character")] for path in paths}
