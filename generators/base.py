@@ -15,6 +15,7 @@ from generators.errors import GeneratorError, JobCancelled, ParamsInvalid
 from hardware import DeviceChoice, HardwareNeeds
 
 __all__ = [
+    "PLUGIN_API_VERSION",
     "BatchItem",
     "Generator",
     "GeneratorConfig",
@@ -26,6 +27,12 @@ __all__ = [
     "OutputFile",
     "field_errors",
 ]
+
+
+# The plugin API this platform implements, MAJOR.MINOR: a minor release only adds (a plugin written for 1.0
+# runs on 1.3); a major one may break, and the previous major stays supported for a deprecation window
+# (docs/plugins.md, "Plugin API versions"). A plugin declares the version it targets in `api_version`.
+PLUGIN_API_VERSION = "1.0"
 
 
 class Modality(StrEnum):
@@ -134,6 +141,8 @@ class Generator(ABC):
     Config: ClassVar[type[GeneratorConfig]]
     needs: ClassVar[HardwareNeeds] = HardwareNeeds()
     max_batch_size: ClassVar[int] = 1
+    # The plugin API version this plugin was written for. Plugins written before the field existed target 1.0.
+    api_version: ClassVar[str] = "1.0"
 
     def __init__(self, config: GeneratorConfig) -> None:
         self.config = config
@@ -176,6 +185,12 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, params: Any, ctx: GenerationContext) -> GenerationResult:
         """Run one job."""
+
+    def create_runner(self) -> Any:
+        """Opt-in engine capability: return a step runner (`generators.engine.loop.StepRunner`) so the worker
+        schedules this plugin's jobs step by step (continuous batching). None: jobs run through `generate` or
+        `generate_batch`, one pass at a time."""
+        return None
 
     def batch_key(self, params: Any) -> Any:
         """Jobs whose keys are equal may run together in `generate_batch`; None means never batch."""

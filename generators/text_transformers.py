@@ -1,29 +1,70 @@
-"""Built-in text generator: a transformers causal LM, with the chat template when the tokenizer has one."""
+"""Built-in text generator: a transformers causal LM served by the step engine, with the chat template when the
+tokenizer has one, per-job sampling and seeds, stop strings and grammar-constrained JSON output."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from generators.base import BatchItem, GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality
-from generators.errors import GeneratorError, JobCancelled, ModelLoadFailed
+from generators.errors import GeneratorError, ModelLoadFailed
 from hardware import DeviceChoice, HardwareNeeds
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-class TextParams(BaseModel):
+class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=8000, description="What to write: the user's instruction.")
+    role: Literal["system", "user", "assistant"] = Field(description="Who says it.")
+    content: str = Field(max_length=8000, description="What is said.")
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["json_object"] = Field(description="Any valid JSON object.")
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["json_schema"] = Field(description="JSON valid against `schema`.")
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the output must satisfy.")
+
+
+ResponseFormat = Annotated[JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+class TextParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    prompt: str | None = Field(
+        default=None, min_length=1, max_length=8000, description="What to write: the user's instruction."
+    )
+    messages: list[Message] | None = Field(
+        default=None, min_length=1, max_length=64, description="A conversation instead of `prompt`."
+    )
     system: str | None = Field(default=None, max_length=2000, description="Optional system message.")
     max_new_tokens: int = Field(default=256, ge=1, le=2048, description="Upper bound on generated tokens.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Fix for reproducible output.")
+    stop: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=4, description="Generation ends before the first of these strings."
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="Constrain the output to JSON (any object, or one valid against a schema)."
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TextParams:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` and `messages`")
+        return self
 
 
 class TextConfig(GeneratorConfig):
@@ -42,7 +83,7 @@ class TextGenerator(Generator):
     Params = TextParams
     Config = TextConfig
     needs = HardwareNeeds(devices=("cuda", "mps", "cpu"), dtypes=("bfloat16", "float16", "float32"), memory_mb=600)
-    max_batch_size = 8
+    max_batch_size = 64
     config: TextConfig
 
     def setup(self, device: DeviceChoice) -> None:
@@ -60,24 +101,65 @@ class TextGenerator(Generator):
         self.model.to(device.device)
         self.model.eval()
 
-    def _input_ids(self, params: TextParams):  # noqa: ANN202
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = ([{"role": "system", "content": params.system}] if params.system else []) + [
-                {"role": "user", "content": params.prompt}
-            ]
-            encoded = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
-            return encoded["input_ids"]
-        text = f"{params.system}\n\n{params.prompt}" if params.system else params.prompt
-        return self.tokenizer(text, return_tensors="pt")["input_ids"]
+    def create_runner(self) -> Any:
+        """The engine capability: a step runner over this model (see docs/plugins.md)."""
+        from generators.engine.causal_lm import CausalLMRunner
 
-    def batch_key(self, params: TextParams) -> tuple | None:
-        # A pass shares its sampling settings and random stream, so a seeded job runs alone: its seed then
-        # reproduces its text whatever else is queued.
-        if params.seed is not None:
+        return CausalLMRunner(
+            self.model,
+            self.tokenizer,
+            encode=self._input_ids,
+            stop_token_ids=self._stop_token_ids(),
+            metadata=self._metadata,
+            make_constraint=self._constraint,
+        )
+
+    def _input_ids(self, params: TextParams) -> list[int]:
+        messages = (
+            [m.model_dump() for m in params.messages]
+            if params.messages
+            else [{"role": "user", "content": params.prompt}]
+        )
+        if params.system:
+            messages = [{"role": "system", "content": params.system}, *messages]
+        if getattr(self.tokenizer, "chat_template", None):
+            encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+            ids = list(encoded["input_ids"])
+        else:
+            ids = self.tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"]
+        if len(ids) > self.config.max_input_tokens:
+            field = "messages" if params.messages else "prompt"
+            raise GeneratorError(
+                f"`{field}` is {len(ids)} tokens, over this deployment's limit of {self.config.max_input_tokens}",
+                code="prompt_too_long",
+            )
+        return ids
+
+    def _constraint(self, params: TextParams) -> Any:
+        if params.response_format is None:
             return None
-        return (params.max_new_tokens, params.temperature, params.top_p)
+        try:
+            from generators.grammar import compile_constraint
+        except ImportError:
+            raise GeneratorError(
+                "`response_format`: constrained decoding is not installed on this worker",
+                code="structured_output_unsupported",
+            ) from None
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return compile_constraint(self.tokenizer, params.response_format.model_dump(by_alias=True), vocab)
+
+    def _metadata(self, params: TextParams) -> dict[str, Any]:
+        return {
+            "model_id": self.config.model_id,
+            "revision": self.config.revision,
+            "seed": params.seed,
+            "device": self.device.device if self.device else None,
+            "dtype": self.device.dtype if self.device else None,
+        }
+
+    def batch_key(self, params: TextParams) -> tuple:
+        # Every row has its own sampling settings, seed and stop rules: any two jobs can share a batch.
+        return ()
 
     def generate(self, params: TextParams, ctx: GenerationContext) -> GenerationResult:
         outcome = self.generate_batch([BatchItem(params=params, ctx=ctx)])[0]
@@ -86,83 +168,13 @@ class TextGenerator(Generator):
         return outcome
 
     def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
-        """Left-pad the prompts into one batch and decode them together; each item gets its own result."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        """All items start together on a fresh runner; each leaves when done, with its own result."""
+        from generators.engine.static import run_to_end
 
-        outcomes: list[GenerationResult | GeneratorError | None] = [None] * len(items)
-        prompts = []
-        for index, item in enumerate(items):
-            ids = self._input_ids(item.params)[0]
-            if len(ids) > self.config.max_input_tokens:
-                outcomes[index] = GeneratorError(
-                    f"`prompt` is {len(ids)} tokens, over this deployment's limit of {self.config.max_input_tokens}",
-                    code="prompt_too_long",
-                )
-            else:
-                prompts.append((index, ids))
-        if not prompts:
-            return outcomes  # type: ignore[return-value]
-
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        width = max(len(ids) for _, ids in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id if pad_id is not None else 0, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, (_, ids) in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = ids
-            attention_mask[row, width - len(ids) :] = 1
-        contexts = [items[index].ctx for index, _ in prompts]
-        first: TextParams = items[prompts[0][0]].params  # the batch key makes the sampling settings equal
-
-        class Progress(StoppingCriteria):
-            def __call__(self, ids: Any, scores: Any, **kwargs: Any) -> Any:  # noqa: ARG002
-                done = int(ids.shape[-1]) - width
-                for ctx in contexts:
-                    ctx.progress(min(done / first.max_new_tokens, 1.0), f"{done}/{first.max_new_tokens} tokens")
-                stop = all(ctx.cancelled() for ctx in contexts)
-                return torch.full((ids.shape[0],), stop, dtype=torch.bool, device=ids.device)
-
-        if first.seed is not None:
-            torch.manual_seed(first.seed)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p}
-            if first.temperature > 0
-            else {"do_sample": False}
-        )
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids.to(self.model.device),
-                attention_mask=attention_mask.to(self.model.device),
-                max_new_tokens=first.max_new_tokens,
-                stopping_criteria=StoppingCriteriaList([Progress()]),
-                pad_token_id=pad_id,
-                **sampling,
-            )
-        stops = self._stop_token_ids()
-        for row, (index, ids) in enumerate(prompts):
-            ctx = items[index].ctx
-            if ctx.cancelled():
-                outcomes[index] = JobCancelled("the job was cancelled during generation")
-                continue
-            tokens = output[row, width:].tolist()
-            end = next((i for i, token in enumerate(tokens) if token in stops), len(tokens))
-            outcomes[index] = GenerationResult(
-                text=self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip(),
-                metadata={
-                    "model_id": self.config.model_id,
-                    "revision": self.config.revision,
-                    "prompt_tokens": len(ids),
-                    "completion_tokens": end,
-                    "seed": items[index].params.seed,
-                    "device": ctx.device.device,
-                    "dtype": ctx.device.dtype,
-                    "batch_size": len(prompts),
-                },
-            )
-        return outcomes  # type: ignore[return-value]
+        return run_to_end(self.create_runner(), items)
 
     def _stop_token_ids(self) -> set[int]:
-        """Tokens that end a sequence; `generate` pads finished rows after them."""
+        """Tokens that end a sequence."""
         configured = self.model.generation_config.eos_token_id
         if configured is None:
             return set()

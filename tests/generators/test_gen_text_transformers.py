@@ -1,4 +1,4 @@
-"""The text plugin decodes a batch of left-padded prompts in one pass, with one result per job."""
+"""The text plugin's direct path: a batch of prompts decoded together on its step runner, one result per job."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ def items(*prompts: str, **params: object) -> list[BatchItem]:
 def test_prompts_of_different_lengths_share_one_pass_with_a_result_each(text_plugin) -> None:  # noqa: ANN001
     batch = items("Hi", "Write a much longer product description for a ceramic mug", "Three slogans")
     results = text_plugin.generate_batch(batch)
-    assert [r.metadata["batch_size"] for r in results] == [3, 3, 3]
     assert [r.metadata["completion_tokens"] for r in results] == [6, 6, 6]
     assert len({r.metadata["prompt_tokens"] for r in results}) == 3
     assert all(ctx.reports[-1][0] == 1.0 for ctx in (item.ctx for item in batch))
@@ -42,7 +41,7 @@ def test_equal_greedy_prompts_in_one_batch_get_equal_text(text_plugin) -> None: 
 
 def test_an_over_long_prompt_fails_alone(text_plugin) -> None:  # noqa: ANN001
     results = text_plugin.generate_batch(items("short", "word " * 60))
-    assert results[0].text is not None and results[0].metadata["batch_size"] == 1
+    assert results[0].text is not None and results[0].metadata["completion_tokens"] == 6
     assert isinstance(results[1], GeneratorError) and results[1].code == "prompt_too_long"
     assert "`prompt`" in results[1].message
 
@@ -55,9 +54,18 @@ def test_a_cancelled_item_is_reported_cancelled_and_the_others_finish(text_plugi
     assert isinstance(results[1], JobCancelled)
 
 
-def test_seeded_jobs_never_share_a_pass_and_others_batch_by_sampling_settings() -> None:
-    validate = TextGenerator.validate_params
-    plugin = TextGenerator(TextGenerator.Config(model_id="unused"))
-    assert plugin.batch_key(validate({"prompt": "a", "seed": 1})) is None
-    assert plugin.batch_key(validate({"prompt": "a"})) == plugin.batch_key(validate({"prompt": "b"}))
-    assert plugin.batch_key(validate({"prompt": "a"})) != plugin.batch_key(validate({"prompt": "a", "top_p": 0.5}))
+def test_prompt_and_messages_are_exclusive_and_messages_use_the_chat_template(text_plugin) -> None:  # noqa: ANN001
+    with pytest.raises(GeneratorError) as raised:
+        TextGenerator.validate_params({"prompt": "a", "messages": [{"role": "user", "content": "a"}]})
+    assert "exactly one of `prompt` and `messages`" in str(raised.value)
+    chat = TextGenerator.validate_params(
+        {
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+            "max_new_tokens": 3,
+        }
+    )
+    result = text_plugin.generate(chat, LocalContext(CPU))
+    assert result.metadata["completion_tokens"] == 3
+    assert result.metadata["prompt_tokens"] > len(
+        text_plugin._input_ids(TextGenerator.validate_params({"prompt": "Hi"}))
+    )

@@ -1,0 +1,312 @@
+"""The runner of a transformers causal LM: one step = prefill the joining rows, decode one token for the others.
+
+The batch is one left-padded frame (TGI's first design): every row's KV cache sits right-aligned in the same
+tensors, an attention mask hides the padding, and each row has its own positions, sampling settings, random
+generator, stop rules and grammar state. A row that joins is prefilled on its own and its cache is padded into
+the frame; a row that leaves is cut out and the padding every remaining row shares is trimmed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+import weakref
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from typing import Any
+
+from generators.base import GenerationResult
+from generators.engine.sampling import sample_rows
+from generators.engine.sequence import Output, Sequence
+from generators.errors import GeneratorError
+
+
+@dataclass
+class Row:
+    """Per-job decoding state."""
+
+    seq: Sequence
+    prompt: list[int]
+    max_new: int
+    temperature: float
+    top_p: float
+    generator: Any  # torch.Generator: one per row, so no job shares a random stream with another
+    stop: tuple[str, ...] = ()
+    constraint: Any = None  # grammar state (generators.grammar.TokenConstraint) or None
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""  # what was emitted so far: the concatenation of this row's token events
+    pending: str = ""  # decoded but held back (a stop string may be forming)
+    prefix_offset: int = 0
+    read_offset: int = 0
+    events: int = 0  # token events emitted: the next one's index
+    decile: int = 0  # last progress reported, in tenths
+    done: bool = False
+
+
+class CausalLMRunner:
+    """Runs rows of one loaded model; `prepare` is called when a job arrives, `step` once per engine step."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        encode: Callable[[Any], list[int]],
+        stop_token_ids: set[int],
+        metadata: Callable[[Any], dict[str, Any]],
+        make_constraint: Callable[[Any], Any] | None = None,
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.encode = encode
+        self.stop_token_ids = stop_token_ids
+        self.metadata = metadata
+        self.make_constraint = make_constraint
+        self.device = model.device
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.20 says `cache`
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.rows: list[Row] = []
+        self._constraints: weakref.WeakKeyDictionary[Sequence, Any] = weakref.WeakKeyDictionary()
+        self.cache: Any = None
+        self.mask: Any = None  # (rows, width) 1 where a real token sits
+        self.next_tokens: Any = None  # (rows,) the last sampled token of each row, not yet fed
+        self.positions: Any = None  # (rows,) how many real tokens each row has fed
+
+    # ---- admission -------------------------------------------------------------------------------------------
+    def prepare(self, seq: Sequence) -> None:
+        """Tokenize and price a job before it waits; raises GeneratorError for one that can never run."""
+        ids = self.encode(seq.params)
+        if self.make_constraint is not None:
+            constraint = self.make_constraint(seq.params)  # a bad schema fails this job alone, here
+            if constraint is not None:
+                self._constraints[seq] = constraint
+        seq.prepared = ids
+        seq.cost = len(ids) + int(seq.params.max_new_tokens)
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one token occupies across all layers."""
+        config = self.model.config
+        config = getattr(config, "text_config", None) or config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return 2 * config.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+
+    def footprint(self, rows: Seq[Sequence]) -> int:
+        """Token slots the padded frame needs at most with these rows: rows x (width + longest remaining run)."""
+        if not rows:
+            return 0
+        by_seq = {id(r.seq): r for r in self.rows}
+        width = self.mask.shape[1] if self.mask is not None and self.rows else 0
+        spans = []
+        for seq in rows:
+            row = by_seq.get(id(seq))
+            if row is None:  # joining: its prompt lands right-aligned in the frame
+                width = max(width, len(seq.prepared))
+                spans.append(int(seq.params.max_new_tokens))
+            else:
+                spans.append(row.max_new - len(row.tokens))
+        return len(rows) * (width + max(spans))
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1]) if self.mask is not None and self.rows else 0
+
+    # ---- one step --------------------------------------------------------------------------------------------
+    def step(self, joining: Seq[Sequence], leaving: Seq[Sequence]) -> list[Output]:
+        torch = self.torch
+        if leaving:
+            self._drop({id(s) for s in leaving})
+        with torch.inference_mode():
+            logits = []
+            if self.rows:
+                logits.append(self._decode())
+            if joining:
+                logits.append(self._prefill(joining))
+            if not logits:
+                return []
+            scores = torch.cat(logits).float()
+        outputs: list[Output] = []
+        for index, row in enumerate(self.rows):
+            if row.constraint is not None:
+                row.constraint.mask_logits(scores[index])
+        tokens = sample_rows(scores, self.rows)
+        self.next_tokens = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        for row, token in zip(self.rows, tokens, strict=True):
+            outputs.extend(self._advance(row, token))
+        return outputs
+
+    def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
+        return out.logits[:, -1, :]
+
+    def _decode(self) -> Any:
+        torch = self.torch
+        ones = torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        logits = self._forward(self.next_tokens[:, None], self.mask, self.positions[:, None], self.cache)
+        self.positions = self.positions + 1
+        return logits
+
+    def _prefill(self, joining: Seq[Sequence]) -> Any:
+        torch = self.torch
+        from transformers import DynamicCache
+
+        width = max(len(s.prepared) for s in joining)
+        ids = torch.full((len(joining), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(joining), width), dtype=torch.long)
+        for i, seq in enumerate(joining):
+            n = len(seq.prepared)
+            ids[i, width - n :] = torch.tensor(seq.prepared, dtype=torch.long)
+            mask[i, width - n :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        logits = self._forward(ids, mask, positions, cache)
+        self._merge(cache, mask, mask.sum(-1))
+        self.rows.extend(self._new_row(seq) for seq in joining)
+        return logits
+
+    def _new_row(self, seq: Sequence) -> Row:
+        torch = self.torch
+        params = seq.params
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        constraint = self._constraints.pop(seq, None)
+        return Row(
+            seq=seq,
+            prompt=list(seq.prepared),
+            max_new=int(params.max_new_tokens),
+            temperature=float(params.temperature),
+            top_p=float(params.top_p),
+            generator=generator,
+            stop=tuple(getattr(params, "stop", None) or ()),
+            constraint=constraint,
+        )
+
+    # ---- the frame -------------------------------------------------------------------------------------------
+    def _layers(self, cache: Any) -> list[Any]:
+        return list(cache.layers)
+
+    def _merge(self, cache: Any, mask: Any, positions: Any) -> None:
+        """Pad the frame or the newcomers' cache on the left to one width, then stack them as more rows."""
+        torch = self.torch
+        if not self.rows:
+            self.cache, self.mask, self.positions = cache, mask, positions
+            return
+        old_width, new_width = self.mask.shape[1], mask.shape[1]
+        width = max(old_width, new_width)
+
+        def pad(t: Any, by: int, dim: int) -> Any:
+            if by == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = by
+            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+        for old, new in zip(self._layers(self.cache), self._layers(cache), strict=True):
+            old.keys = torch.cat([pad(old.keys, width - old_width, 2), pad(new.keys, width - new_width, 2)])
+            old.values = torch.cat([pad(old.values, width - old_width, 2), pad(new.values, width - new_width, 2)])
+        self.mask = torch.cat([pad(self.mask, width - old_width, 1), pad(mask, width - new_width, 1)])
+        self.positions = torch.cat([self.positions, positions])
+        self.next_tokens = torch.cat([self.next_tokens, torch.zeros_like(positions)])  # overwritten by sampling
+
+    def _drop(self, leaving: set[int]) -> None:
+        torch = self.torch
+        keep = [i for i, row in enumerate(self.rows) if id(row.seq) not in leaving]
+        if not keep:
+            self.rows, self.cache, self.mask, self.positions, self.next_tokens = [], None, None, None, None
+            return
+        if len(keep) == len(self.rows):
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.mask = self.mask.index_select(0, index)
+        # Columns that are padding in every remaining row are dropped: the frame shrinks with its longest row.
+        real = self.mask.any(dim=0).nonzero()
+        start = int(real[0]) if len(real) else 0
+        self.mask = self.mask[:, start:]
+        for layer in self._layers(self.cache):
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self.positions = self.positions.index_select(0, index)
+        self.next_tokens = self.next_tokens.index_select(0, index)
+
+    # ---- per-row bookkeeping ---------------------------------------------------------------------------------
+    def _advance(self, row: Row, token: int) -> list[Output]:
+        """Record one sampled token: emit the stable text delta, and the outcome when the row is done."""
+        seq = row.seq
+        reason = None
+        if token in self.stop_token_ids:
+            reason = "stop"
+        else:
+            row.tokens.append(token)
+            if row.constraint is not None:
+                row.constraint.accept(token)
+                if row.constraint.is_finished():
+                    reason = "stop"
+        row.pending += self._detokenize(row, final=reason is not None)
+        cut = _stop_at(row.pending, row.stop)
+        if cut is not None:
+            row.pending, reason = row.pending[:cut], "stop"
+        if reason is None and len(row.tokens) >= row.max_new:
+            row.pending += self._detokenize(row, final=True)
+            reason = "length"
+        hold = 0 if reason else max((len(s) - 1 for s in row.stop), default=0)
+        emit = row.pending[: len(row.pending) - hold] if hold else row.pending
+        outputs = []
+        decile = 10 * len(row.tokens) // row.max_new
+        if decile > row.decile and reason is None:
+            row.decile = decile
+            outputs.append(Output(seq, progress=(decile / 10, f"{len(row.tokens)}/{row.max_new} tokens")))
+        if emit:
+            outputs.append(Output(seq, token=(row.events, emit)))
+            row.events += 1
+            row.text += emit
+            row.pending = row.pending[len(emit) :]
+        if reason is None:
+            return outputs
+        row.done = True
+        if row.constraint is not None and reason == "length" and not row.constraint.is_finished():
+            outcome: GenerationResult | GeneratorError = GeneratorError(
+                f"the output did not complete its schema within `max_new_tokens` ({row.max_new}); raise it",
+                code="structured_output_truncated",
+            )
+        else:
+            outcome = GenerationResult(
+                text=row.text,
+                metadata={
+                    **self.metadata(seq.params),
+                    "prompt_tokens": len(row.prompt),
+                    "completion_tokens": len(row.tokens),
+                    "finish_reason": reason,
+                },
+            )
+        outputs.append(Output(seq, outcome=outcome))
+        return outputs
+
+    def _detokenize(self, row: Row, *, final: bool) -> str:
+        """The text the new tokens add (TGI's incremental detokenizer: decode a short window, hold split bytes)."""
+        decode = self.tokenizer.decode
+        prefix = decode(row.tokens[row.prefix_offset : row.read_offset], skip_special_tokens=True)
+        full = decode(row.tokens[row.prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+            row.prefix_offset, row.read_offset = row.read_offset, len(row.tokens)
+            return full[len(prefix) :]
+        return ""
+
+
+def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [text.find(s) for s in stops if s and s in text]
+    return min(found) if found else None

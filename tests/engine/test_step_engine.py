@@ -1,0 +1,144 @@
+"""The step engine over the real text runner (tiny Llama on the CPU): continuous batching, per-job settings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from generators.base import BatchItem, LocalContext
+from generators.engine.loop import StepEngine
+from generators.engine.sequence import Output, Sequence
+from generators.errors import GeneratorError, JobCancelled
+from generators.text_transformers import TextGenerator
+from hardware import DeviceChoice
+
+CPU = DeviceChoice(device="cpu", dtype="float32")  # these tests pin the CPU: they measure the runner's logic
+
+
+@pytest.fixture(scope="module")
+def plugin(tiny_models: dict[str, Path]) -> TextGenerator:
+    generator = TextGenerator(TextGenerator.Config(model_id=str(tiny_models["transformers-text"])))
+    generator.setup(CPU)
+    return generator
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, outputs: list[Output]) -> None:
+        with self.lock:
+            self.outputs.extend(outputs)
+
+    def tokens(self, seq: Sequence) -> list[tuple[int, str]]:
+        return [o.token for o in self.outputs if o.seq is seq and o.token is not None]
+
+
+def engine(plugin: TextGenerator, recorder: Recorder, budget: int = 100_000, rows: int = 64) -> StepEngine:
+    return StepEngine(plugin.create_runner(), budget_tokens=budget, max_rows=rows, emit=recorder, name="test")
+
+
+def job(plugin: TextGenerator, prompt: str, tenant: str = "t", **params: object) -> Sequence:
+    values = {"prompt": prompt, "max_new_tokens": 24, "temperature": 0.8, **params}
+    return Sequence(id=prompt, params=plugin.validate_params(values), tenant=tenant)
+
+
+def test_token_events_concatenate_to_the_result_text(plugin) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    served = engine(plugin, recorder)
+    jobs = [served.submit(job(plugin, f"prompt {i} " * (i + 1))) for i in range(5)]
+    results = [s.future.result(60) for s in jobs]
+    served.stop()
+    for seq, result in zip(jobs, results, strict=True):
+        tokens = recorder.tokens(seq)
+        assert [index for index, _ in tokens] == list(range(len(tokens)))
+        assert "".join(text for _, text in tokens) == result.text
+        assert result.metadata["completion_tokens"] == 24 and result.metadata["finish_reason"] == "length"
+
+
+def test_a_seeded_job_gives_the_same_text_alone_and_in_a_batch_with_different_settings(plugin) -> None:  # noqa: ANN001
+    alone = plugin.generate(
+        plugin.validate_params({"prompt": "a bakery slogan", "seed": 7, "max_new_tokens": 30}), LocalContext(CPU)
+    ).text
+    recorder = Recorder()
+    served = engine(plugin, recorder)
+    others = [served.submit(job(plugin, f"noise {i} " * (3 * i + 1), top_p=0.5 + i / 10)) for i in range(4)]
+    seeded = served.submit(job(plugin, "a bakery slogan", seed=7, max_new_tokens=30, temperature=0.7))
+    more = [served.submit(job(plugin, "greedy one", temperature=0))]
+    assert seeded.future.result(60).text == alone
+    for s in others + more:
+        assert not isinstance(s.future.result(60), GeneratorError)
+    served.stop()
+
+
+def test_a_job_submitted_mid_batch_joins_before_the_batch_ends(plugin) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    served = engine(plugin, recorder)
+    long_jobs = [served.submit(job(plugin, f"long {i}", max_new_tokens=400)) for i in range(4)]
+    while not recorder.tokens(long_jobs[0]):
+        time.sleep(0.005)
+    short = served.submit(job(plugin, "short", max_new_tokens=4))
+    short_result = short.future.result(60)
+    assert not any(s.future.done() for s in long_jobs), "the short job waited for the long batch"
+    assert short_result.metadata["completion_tokens"] == 4
+    for s in long_jobs:
+        assert s.future.result(120).metadata["completion_tokens"] == 400
+    served.stop()
+
+
+def test_a_cancelled_job_leaves_at_the_next_step_while_the_others_finish(plugin) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    served = engine(plugin, recorder)
+    jobs = [served.submit(job(plugin, f"p{i}", max_new_tokens=300)) for i in range(3)]
+    while len(recorder.tokens(jobs[1])) < 3:
+        time.sleep(0.005)
+    jobs[1].cancel()
+    assert isinstance(jobs[1].future.result(30), JobCancelled)
+    assert len(recorder.tokens(jobs[1])) < 300
+    assert [jobs[i].future.result(120).metadata["completion_tokens"] for i in (0, 2)] == [300, 300]
+    served.stop()
+
+
+def test_stop_strings_end_a_job_and_never_reach_its_text(plugin) -> None:  # noqa: ANN001
+    free = plugin.generate(
+        plugin.validate_params({"prompt": "abc", "seed": 3, "max_new_tokens": 40}), LocalContext(CPU)
+    )
+    stop = free.text[10:13]
+    stopped = plugin.generate(
+        plugin.validate_params({"prompt": "abc", "seed": 3, "max_new_tokens": 40, "stop": [stop]}), LocalContext(CPU)
+    )
+    assert stopped.text == free.text[: free.text.index(stop)]
+    assert stopped.metadata["finish_reason"] == "stop"
+
+
+def test_the_kv_budget_bounds_the_running_batch_and_refuses_a_job_that_can_never_fit(plugin) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    served = engine(plugin, recorder, budget=200)
+    too_big = served.submit(job(plugin, "x", max_new_tokens=250))
+    outcome = too_big.future.result(30)
+    assert isinstance(outcome, GeneratorError) and outcome.code == "context_exceeds_kv_budget"
+    jobs = [served.submit(job(plugin, f"j{i}", max_new_tokens=60)) for i in range(6)]
+    peak = 0
+    while not all(s.future.done() for s in jobs):
+        peak = max(peak, served.stats()["running"])
+        assert served.stats()["kv_used_tokens"] <= 200
+        time.sleep(0.002)
+    assert 1 <= peak < 6
+    served.stop()
+
+
+def test_generate_batch_gives_each_item_its_own_settings_and_cancellation(plugin) -> None:  # noqa: ANN001
+    items = [
+        BatchItem(plugin.validate_params({"prompt": "one", "max_new_tokens": 5, "temperature": 0}), LocalContext(CPU)),
+        BatchItem(plugin.validate_params({"prompt": "two", "max_new_tokens": 9}), LocalContext(CPU, cancel_after=2)),
+        BatchItem(plugin.validate_params({"prompt": "three", "max_new_tokens": 12, "seed": 1}), LocalContext(CPU)),
+    ]
+    results = plugin.generate_batch(items)
+    assert results[0].metadata["completion_tokens"] == 5
+    assert isinstance(results[1], JobCancelled)
+    assert results[2].metadata["completion_tokens"] == 12
+    assert "batch_size" not in results[0].metadata  # nothing of one job's run tells about the others
