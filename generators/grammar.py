@@ -176,6 +176,7 @@ class TokenConstraint:
         import xgrammar as xgr
 
         self._grammars = grammars
+        self._compiled = compiled
         self.matcher = xgr.GrammarMatcher(compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, grammars.vocab_size)
         self.max_tokens = max_tokens
