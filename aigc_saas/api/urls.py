@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aigc_saas.api import views
+from aigc_saas.usage import views as usage
 
 app_name = "api"
 
@@ -16,6 +17,7 @@ urlpatterns = [
         views.ArtifactContent.as_view(),
         name="artifact-content",
     ),
+    path("usage", usage.Usage.as_view(), name="usage"),
     path("generators", views.GeneratorList.as_view(), name="generator-list"),
     path("generators/problems", views.PluginProblemList.as_view(), name="generator-problems"),
     path("generators/<str:name>", views.GeneratorDetail.as_view(), name="generator-detail"),

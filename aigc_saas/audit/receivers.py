@@ -7,6 +7,7 @@ missing optional app (the scenario apps) is simply not watched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from django.apps import apps
@@ -74,6 +75,8 @@ def _tenant_id(instance: models.Model) -> Any:
 def _json(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool | list | dict):
         return value
+    if isinstance(value, date):  # datetimes too
+        return value.isoformat()
     return str(value)
 
 
@@ -90,6 +93,29 @@ def record(action: str, instance: models.Model, changes: dict[str, Any] | None =
         tenant_id=extra.pop("tenant_id", _tenant_id(instance)),
         changes=changes or {},
     )
+
+
+VERSIONED_FIELDS = (
+    "title",
+    "description",
+    "generator",
+    "prompts",
+    "variables",
+    "default_params",
+    "allowed_overrides",
+    "output_schema",
+)
+
+
+def _on_template_version(sender: type[models.Model], instance: Any, created: bool, **kwargs: Any) -> None:
+    """An edit of a template is a new version (the template row itself is updated in bulk, without signals)."""
+    if not created or kwargs.get("raw") or instance.version <= 1:
+        return
+    previous = sender._default_manager.filter(template_id=instance.template_id, version=instance.version - 1)
+    old = previous.values(*VERSIONED_FIELDS).first() or {}
+    changes: dict[str, Any] = {"version": [instance.version - 1, instance.version]}
+    changes |= {f: [old.get(f), getattr(instance, f)] for f in VERSIONED_FIELDS if old.get(f) != getattr(instance, f)}
+    record("template.changed", instance.template, changes)
 
 
 def _remember_old_values(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -176,16 +202,13 @@ def _admin_target_tenant(model: type[models.Model] | None, object_id: str | None
 
 def record_admin_action(request: HttpRequest) -> None:
     """A changelist action (cancel jobs, revoke keys, sync plugins…): the action name and the selected ids."""
-    match = request.resolver_match
-    model_name = (match.url_name or "").removesuffix("_changelist")
-    app_label = match.kwargs.get("app_label") or (match.route.split("/")[0] if match.route else "")
+    model_admin = getattr(request.resolver_match.func, "model_admin", None)  # set by ModelAdmin.get_urls
+    if model_admin is None:
+        return
+    model = model_admin.model
     selected = request.POST.getlist("_selected_action")[:500]
-    try:
-        model = apps.get_model(app_label, model_name) if app_label and model_name else None
-    except LookupError:
-        model = None
     tenant_ids = set()
-    if model is not None and any(f.name == "tenant" for f in model._meta.get_fields()):
+    if any(f.name == "tenant" for f in model._meta.get_fields()):
         try:
             tenant_ids = set(model._default_manager.filter(pk__in=selected).values_list("tenant_id", flat=True))
         except (ValueError, TypeError):
@@ -195,7 +218,7 @@ def record_admin_action(request: HttpRequest) -> None:
         actor=actor.describe(),
         user_id=actor.user_id(),
         action=f"admin_action.{request.POST['action'][:40]}",
-        target_type=model._meta.label_lower if model else f"{app_label}.{model_name}",
+        target_type=model._meta.label_lower,
         target_id=selected[0] if len(selected) == 1 else "",
         target_repr=f"{len(selected)} selected",
         tenant_id=next(iter(tenant_ids)) if len(tenant_ids) == 1 else None,
@@ -212,4 +235,6 @@ def connect() -> None:
         pre_save.connect(_remember_old_values, sender=watch.label, dispatch_uid=f"{uid}:pre")
         post_save.connect(_on_save, sender=watch.label, dispatch_uid=f"{uid}:post")
         post_delete.connect(_on_delete, sender=watch.label, dispatch_uid=f"{uid}:delete")
+    if "scenarios_core" in apps.app_configs:
+        post_save.connect(_on_template_version, sender="scenarios_core.TemplateVersion", dispatch_uid="audit:tv")
     post_save.connect(_on_admin_log, sender=LogEntry, dispatch_uid="audit:logentry")
