@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "aigc_saas.accounts",
     "aigc_saas.plugins",
     "aigc_saas.jobs",
+    "aigc_saas.webhooks",
     "aigc_saas.usage",
     "aigc_saas.audit",
     *env_list(
@@ -169,6 +170,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-jobs": {"task": "aigc.requeue_stale_jobs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    # The webhook outbox: attempts still pending after AIGC_WEBHOOK_RESEND_SECONDS are sent again.
+    "resend-pending-webhooks": {"task": "aigc.resend_pending_webhooks", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
     # Scenario recipe runs whose "job finished" doorbell was lost (task defined by the scenario apps).
     "advance-stale-runs": {"task": "scenarios.advance_stale_runs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
 }
@@ -181,6 +184,8 @@ AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
 AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
 AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)
 AIGC_WEBHOOK_ALLOW_PRIVATE = env_bool("AIGC_WEBHOOK_ALLOW_PRIVATE", False)
+AIGC_WEBHOOK_MAX_ATTEMPTS = env_int("AIGC_WEBHOOK_MAX_ATTEMPTS", 6)
+AIGC_WEBHOOK_RESEND_SECONDS = env_int("AIGC_WEBHOOK_RESEND_SECONDS", 60)
 
 # Limits per API key, shared by every web process through Redis (a tenant's row can override the first three).
 AIGC_RATE_LIMIT_PER_SECOND = env_int("AIGC_RATE_LIMIT_PER_SECOND", 20)

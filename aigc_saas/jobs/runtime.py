@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from pydantic import BaseModel
 
+from aigc_saas.assets.inputs import attach_inputs
 from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Job, JobState
 from aigc_saas.plugins.models import PluginRecord
@@ -119,7 +120,7 @@ def claim_companions(
             break
     # Their own broker messages arrive later and find them claimed: a second delivery does nothing.
     claimed = services.claim_jobs(chosen, worker_name())
-    return [(companion, info.cls.validate_params(companion.params)) for companion in claimed]
+    return [(companion, attach_inputs(companion, info.cls.validate_params(companion.params))) for companion in claimed]
 
 
 def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
@@ -148,7 +149,7 @@ def execute_job(job_id: str) -> str:
     batch: list[tuple[Job, BaseModel]] = []
     try:
         info, config, device = resolve(job)
-        batch.append((job, info.cls.validate_params(job.params)))
+        batch.append((job, attach_inputs(job, info.cls.validate_params(job.params))))
         JobContext(job, device).raise_if_cancelled()
 
         def run(choice: DeviceChoice) -> list[GenerationResult | GeneratorError]:

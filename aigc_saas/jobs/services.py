@@ -284,7 +284,7 @@ def requeue_stale_jobs() -> dict[str, int]:
 
 def notify_finished(job_id: Any) -> None:
     """Tell listeners (scenario runs) and queue the signed webhook, if the job asked for one."""
-    from aigc_saas.jobs.tasks import deliver_webhook
+    from aigc_saas.webhooks.services import enqueue_webhook
 
     job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
     if job is None:
@@ -293,10 +293,7 @@ def notify_finished(job_id: Any) -> None:
         if isinstance(error, Exception):
             log.error("job_finished receiver %r failed for job %s: %s", receiver, job_id, error, exc_info=error)
     if job.webhook_url:
-        try:
-            deliver_webhook.apply_async(args=[str(job_id)])
-        except Exception:  # noqa: BLE001 - webhooks are best effort; the job itself is already recorded
-            log.exception("could not queue the webhook of job %s", job_id)
+        enqueue_webhook(job)  # a pending WebhookDelivery row (the outbox), sent on commit; lost sends are re-sent
 
 
 def record_worker_status(name: str, *, devices: list[dict[str, Any]], cache: dict[str, Any], queues: list[str]) -> None:

@@ -5,7 +5,7 @@ import os
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_process_init
 
-from aigc_saas.jobs import runtime, services, webhooks
+from aigc_saas.jobs import runtime, services
 
 
 @shared_task(name="aigc.run_job", acks_late=True, reject_on_worker_lost=True)
@@ -18,12 +18,15 @@ def requeue_stale_jobs() -> dict[str, int]:
     return services.requeue_stale_jobs()
 
 
-@shared_task(name="aigc.deliver_webhook", bind=True, max_retries=5, acks_late=True)
-def deliver_webhook(self, job_id: str) -> int | None:  # noqa: ANN001
-    try:
-        return webhooks.deliver(job_id)
-    except webhooks.DeliveryFailed as exc:
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 300)) from None
+@shared_task(name="aigc.deliver_webhook", bind=True, max_retries=None, acks_late=True)
+def deliver_webhook(self, delivery_id: int) -> None:  # noqa: ANN001
+    """One attempt of a WebhookDelivery row; a transient failure retries (Celery retry, with backoff) as the
+    next attempt's own row. The attempt count and the backoff live in the rows, not in the message."""
+    from aigc_saas.webhooks import services as webhook_services
+
+    following = webhook_services.attempt_delivery(int(delivery_id))
+    if following is not None:
+        raise self.retry(args=[following.pk], countdown=webhook_services.countdown(following))
 
 
 @celeryd_after_setup.connect
