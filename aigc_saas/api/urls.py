@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from aigc_saas.api import views
+from aigc_saas.assets import views as assets
 from aigc_saas.usage import views as usage
 
 app_name = "api"
@@ -17,6 +18,9 @@ urlpatterns = [
         views.ArtifactContent.as_view(),
         name="artifact-content",
     ),
+    path("assets", assets.AssetListCreate.as_view(), name="asset-list"),
+    path("assets/<uuid:asset_id>", assets.AssetDetail.as_view(), name="asset-detail"),
+    path("assets/<uuid:asset_id>/content", assets.AssetContent.as_view(), name="asset-content"),
     path("usage", usage.Usage.as_view(), name="usage"),
     path("generators", views.GeneratorList.as_view(), name="generator-list"),
     path("generators/problems", views.PluginProblemList.as_view(), name="generator-problems"),

@@ -223,3 +223,199 @@ def build_tiny_speech_model(path: str | Path, *, num_speakers: int = 1) -> Path:
     VitsModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def _tiny_clip_text_encoder(tokenizer):  # noqa: ANN001, ANN202
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def build_tiny_upscaler_x4(path: str | Path) -> Path:
+    """A StableDiffusionUpscalePipeline (the x4 upscaler's layout: 7-channel UNet, 4x VAE) with tiny random weights."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _clip_tokenizer(600)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 8, 16),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=7,  # noisy latents + the low-resolution image
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        use_linear_projection=True,
+        num_class_embeds=400,  # the noise level is a class label, up to max_noise_level
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 4, 8),  # three blocks: a 4x VAE, as in the real x4 upscaler
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        norm_num_groups=2,
+        scaling_factor=0.08333,
+    )
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=_tiny_clip_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+def build_tiny_upscaler_x2(path: str | Path) -> Path:
+    """A StableDiffusionLatentUpscalePipeline (the x2 latent upscaler's layout) with tiny random weights."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionLatentUpscalePipeline,
+        UNet2DConditionModel,
+    )
+
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _clip_tokenizer(600)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=8,  # noisy latents + the image's latents
+        out_channels=5,  # the real model also predicts a variance channel, which the pipeline drops
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        time_cond_proj_dim=128 + 32,  # noise-level embedding + the pooled text embedding
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 4, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    scheduler = EulerDiscreteScheduler(prediction_type="sample")
+    pipe = StableDiffusionLatentUpscalePipeline(
+        vae=vae, text_encoder=_tiny_clip_text_encoder(tokenizer), tokenizer=tokenizer, unet=unet, scheduler=scheduler
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+WHISPER_LANGUAGES = ["en", "de", "fr", "es"]
+
+
+def build_tiny_whisper_model(path: str | Path) -> Path:
+    """A 1+1-layer Whisper (80 mel bins, 30 s windows) with a byte-level BPE and Whisper's special tokens."""
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = WhisperTokenizerFast(
+        tokenizer_object=_bpe_tokenizer_json(300, ["<|endoftext|>"]),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+    languages = [f"<|{code}|>" for code in WHISPER_LANGUAGES]
+    control = ["<|startoftranscript|>", *languages, "<|translate|>", "<|transcribe|>", "<|startoflm|>"]
+    control += ["<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]  # 0.00 … 30.00 s, right after <|notimestamps|>
+    tokenizer.add_special_tokens({"additional_special_tokens": control})
+    tokenizer.add_tokens(timestamps)
+    ids = tokenizer.convert_tokens_to_ids
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=80, sampling_rate=16000), tokenizer=tokenizer
+    )
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|endoftext|>"),
+        pad_token_id=ids("<|endoftext|>"),
+        begin_suppress_tokens=[],
+        suppress_tokens=[],
+    )
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        eos_token_id=ids("<|endoftext|>"),
+        pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
+        is_multilingual=True,
+        lang_to_id={token: ids(token) for token in languages},
+        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
+        max_initial_timestamp_index=50,
+        max_length=448,
+        begin_suppress_tokens=[],
+        # As in the real checkpoints: control tokens never appear inside the transcript.
+        suppress_tokens=[ids(token) for token in control if token != "<|notimestamps|>"],
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
