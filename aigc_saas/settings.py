@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "aigc_saas.accounts",
     "aigc_saas.plugins",
     "aigc_saas.jobs",
+    "aigc_saas.assets",
     "aigc_saas.webhooks",
     "aigc_saas.usage",
     "aigc_saas.audit",
@@ -174,6 +175,7 @@ CELERY_BEAT_SCHEDULE = {
     "resend-pending-webhooks": {"task": "aigc.resend_pending_webhooks", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
     # Scenario recipe runs whose "job finished" doorbell was lost (task defined by the scenario apps).
     "advance-stale-runs": {"task": "scenarios.advance_stale_runs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    "sweep-expired-assets": {"task": "aigc.sweep_expired_assets", "schedule": 3600},
 }
 
 # Queues that have workers in this deployment. A job goes to the first queue, in its plugin's device
@@ -184,6 +186,14 @@ AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
 AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
 AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)
 AIGC_WEBHOOK_ALLOW_PRIVATE = env_bool("AIGC_WEBHOOK_ALLOW_PRIVATE", False)
+
+# Input assets (uploads): each limit is refused before anything is stored, with its own error code.
+AIGC_ASSET_MAX_BYTES = env_int("AIGC_ASSET_MAX_BYTES", 25 * 1024 * 1024)
+AIGC_ASSET_MAX_PIXELS = env_int("AIGC_ASSET_MAX_PIXELS", 40_000_000)
+AIGC_ASSET_MAX_AUDIO_SECONDS = env_int("AIGC_ASSET_MAX_AUDIO_SECONDS", 3600)
+AIGC_ASSET_TENANT_MAX_BYTES = env_int("AIGC_ASSET_TENANT_MAX_BYTES", 2 * 1024**3)
+# Assets no queued or running job references are deleted this long after their last upload or use.
+AIGC_ASSET_RETENTION_HOURS = env_int("AIGC_ASSET_RETENTION_HOURS", 7 * 24)
 AIGC_WEBHOOK_MAX_ATTEMPTS = env_int("AIGC_WEBHOOK_MAX_ATTEMPTS", 6)
 AIGC_WEBHOOK_RESEND_SECONDS = env_int("AIGC_WEBHOOK_RESEND_SECONDS", 60)
 

@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from aigc_saas.accounts.models import ApiKey, Tenant
+from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished
@@ -77,6 +78,7 @@ def submit_job(
             )
         model_id = model
     clean = _validated_params(info.cls, record.default_params or {}, params)
+    validate_asset_params(tenant, info.cls, clean)  # asset ids: this tenant's, of accepted types (issue 12)
     queue = queue_for(record, info)
     webhook_url = check_webhook_url(webhook_url)
     with transaction.atomic():
