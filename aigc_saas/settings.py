@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 
 from aigc_saas.env import env_bool, env_int, env_list, env_str
+from aigc_saas.observability.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AIGC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -28,6 +29,7 @@ INSTALLED_APPS = [
     "aigc_saas.accounts",
     "aigc_saas.plugins",
     "aigc_saas.jobs",
+    "aigc_saas.observability",
     "aigc_saas.assets",
     "aigc_saas.webhooks",
     "aigc_saas.usage",
@@ -40,6 +42,9 @@ INSTALLED_APPS = [
 AIGC_API_MOUNTS = env_list("AIGC_API_MOUNTS", ["scenarios.urls"])
 
 MIDDLEWARE = [
+    # Health probes and /metrics answer before host validation: probes come by IP or localhost.
+    "aigc_saas.observability.middleware.ProbeMiddleware",
+    "aigc_saas.observability.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "aigc_saas.middleware.ApiBodySizeLimit",
@@ -207,11 +212,10 @@ AIGC_AUTH_FAILURES_PER_MINUTE = env_int("AIGC_AUTH_FAILURES_PER_MINUTE", 20)
 AIGC_DEFAULT_MAX_JOBS_PER_DAY = env_int("AIGC_DEFAULT_MAX_JOBS_PER_DAY", 1000) or None
 AIGC_DEFAULT_MAX_ACTIVE_JOBS = env_int("AIGC_DEFAULT_MAX_ACTIVE_JOBS", 50) or None
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("AIGC_LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
-}
+# Observability: logs (plain or JSON lines, each naming its job and tenant) and Prometheus metrics.
+AIGC_LOG_FORMAT = env_str("AIGC_LOG_FORMAT", "plain")
+LOGGING = logging_config(env_str("AIGC_LOG_LEVEL", "INFO"), AIGC_LOG_FORMAT)
+# Where the processes of one server share their metric samples (unless PROMETHEUS_MULTIPROC_DIR is set).
+AIGC_METRICS_DIR = Path(env_str("AIGC_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+AIGC_METRICS_PORT = env_int("AIGC_METRICS_PORT", 9540)  # a worker's exporter (0: none); the web serves /metrics
+AIGC_METRICS_TOKEN = env_str("AIGC_METRICS_TOKEN", "")  # when set, /metrics needs `Authorization: Bearer <it>`

@@ -3,8 +3,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from aigc_saas.api.errors import json_error
+from aigc_saas.observability import health
+from aigc_saas.observability.metrics import metrics_view
 
 urlpatterns = [
+    # Probes and metrics (ProbeMiddleware answers these paths first, before host validation).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("aigc_saas.api.urls")),
     # Apps on top of the core (the scenario apps) add their API here without the core importing them.

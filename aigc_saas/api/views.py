@@ -28,6 +28,7 @@ from aigc_saas.api.serializers import (
 from aigc_saas.errors import InvalidInput, NotFound
 from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Artifact, Job, JobState
+from aigc_saas.observability.logging import bind_job
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
 
@@ -98,8 +99,9 @@ class JobDetail(APIView):
 
     @extend_schema(responses={200: JobSerializer, **ERRORS})
     def get(self, request: Request, job_id: str) -> Response:
-        job = services.get_job(request.user.tenant, job_id)
-        return Response(JobSerializer(job, context={"request": request}).data)
+        with bind_job(job_id, request.user.tenant.pk):  # log lines of this request name the job and tenant
+            job = services.get_job(request.user.tenant, job_id)
+            return Response(JobSerializer(job, context={"request": request}).data)
 
 
 class JobCancel(APIView):
@@ -107,8 +109,9 @@ class JobCancel(APIView):
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: ErrorBodySerializer, **ERRORS})
     def post(self, request: Request, job_id: str) -> Response:
-        job = services.cancel_job(services.get_job(request.user.tenant, job_id))
-        return Response(JobSerializer(job, context={"request": request}).data)
+        with bind_job(job_id, request.user.tenant.pk):
+            job = services.cancel_job(services.get_job(request.user.tenant, job_id))
+            return Response(JobSerializer(job, context={"request": request}).data)
 
 
 class JobEvents(APIView):

@@ -1,0 +1,1 @@
+"""Operating the platform: health probes, Prometheus metrics and job-aware logs."""
