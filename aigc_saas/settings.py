@@ -152,6 +152,11 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JobStateEnum": "aigc_saas.jobs.models.JobState.choices"},
+    # drf-spectacular's enum hook, then every API-key operation's 403 `insufficient_scope` and 429 `rate_limited`.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "aigc_saas.accounts.schema.document_limits",
+    ],
 }
 
 # Celery: Redis is the broker (a doorbell only: the Job row is the truth). Embedded default: the

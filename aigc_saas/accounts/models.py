@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -51,16 +52,19 @@ class Tenant(models.Model):
     requests_per_second = models.PositiveIntegerField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(1)],
         help_text="API requests per second each key may make; blank uses AIGC_RATE_LIMIT_PER_SECOND.",
     )
     request_burst = models.PositiveIntegerField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(1)],
         help_text="Requests a key may make at once above that rate; blank uses AIGC_RATE_LIMIT_BURST.",
     )
     submissions_per_minute = models.PositiveIntegerField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(1)],
         help_text="Job submissions (jobs, template and recipe runs) per minute per key; "
         "blank uses AIGC_SUBMISSIONS_PER_MINUTE.",
     )

@@ -23,7 +23,7 @@ class GeneratorUsageSerializer(_Totals):
     generator = serializers.CharField()
 
 
-class UsageSerializer(serializers.Serializer):
+class UsageReportSerializer(serializers.Serializer):
     since = serializers.DateField()
     until = serializers.DateField()
     days = DailyUsageSerializer(many=True)
