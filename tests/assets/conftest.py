@@ -15,7 +15,9 @@ from PIL import Image
 from aigc_saas.plugins.models import PluginRecord
 
 
-def png_bytes(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40), mode: str = "RGB") -> bytes:
+def png_bytes(
+    width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40), mode: str = "RGB"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, (width, height), color if mode == "RGB" else 255).save(buffer, format="PNG")
     return buffer.getvalue()
