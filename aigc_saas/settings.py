@@ -6,16 +6,33 @@ from pathlib import Path
 
 import dj_database_url
 
+from aigc_saas.deploy import proxy_ssl_header, refuse_insecure_secret_key, secret_key
 from aigc_saas.env import env_bool, env_int, env_list, env_str
 from aigc_saas.observability.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("AIGC_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-embedded-default-change-me-in-production")
+# Unset: a random key generated once into AIGC_DATA_DIR/secret_key (mode 600). A public or weak key refuses to
+# start unless DJANGO_DEBUG is on.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or secret_key(DATA_DIR)
 DEBUG = env_bool("DJANGO_DEBUG", False)
+refuse_insecure_secret_key(SECRET_KEY, debug=DEBUG)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS, for deployments behind TLS (all off for the embedded setup, which is plain HTTP on localhost).
+# With these set, `manage.py check --deploy` is clean.
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(env_str("DJANGO_SECURE_PROXY_SSL_HEADER", ""))
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes come over plain HTTP
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Admin login: this many failures from one address or for one username lock it out for the lockout time.
+AIGC_ADMIN_LOGIN_MAX_FAILURES = env_int("AIGC_ADMIN_LOGIN_MAX_FAILURES", 5)
+AIGC_ADMIN_LOGIN_LOCKOUT_SECONDS = env_int("AIGC_ADMIN_LOGIN_LOCKOUT_SECONDS", 900)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -29,11 +46,11 @@ INSTALLED_APPS = [
     "aigc_saas.accounts",
     "aigc_saas.plugins",
     "aigc_saas.jobs",
-    "aigc_saas.observability",
-    "aigc_saas.assets",
     "aigc_saas.webhooks",
+    "aigc_saas.observability",
     "aigc_saas.usage",
     "aigc_saas.audit",
+    "aigc_saas.assets",
     *env_list(
         "AIGC_EXTRA_APPS", ["scenarios.core", "scenarios.marketing", "scenarios.ecommerce", "scenarios.education"]
     ),
@@ -152,11 +169,13 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"JobStateEnum": "aigc_saas.jobs.models.JobState.choices"},
-    # drf-spectacular's enum hook, then every API-key operation's 403 `insufficient_scope` and 429 `rate_limited`.
+    # Each generator's params (asset inputs among them) as components, with drf-spectacular's own enum hook.
+    # …then every API-key operation's 403 `insufficient_scope` and 429 `rate_limited` (accounts.schema).
     "POSTPROCESSING_HOOKS": [
-        "drf_spectacular.hooks.postprocess_schema_enums",
+        "aigc_saas.assets.openapi.add_generator_params",
         "aigc_saas.accounts.schema.document_limits",
     ],
+    "OAS_VERSION": "3.1.0",  # JSON Schema 2020-12, what pydantic writes for plugin params
 }
 
 # Celery: Redis is the broker (a doorbell only: the Job row is the truth). Embedded default: the
@@ -196,6 +215,8 @@ AIGC_MAX_ATTEMPTS = env_int("AIGC_MAX_ATTEMPTS", 3)
 AIGC_QUEUED_REDISPATCH_SECONDS = env_int("AIGC_QUEUED_REDISPATCH_SECONDS", 300)
 AIGC_WEBHOOK_TIMEOUT = env_int("AIGC_WEBHOOK_TIMEOUT", 10)
 AIGC_WEBHOOK_ALLOW_PRIVATE = env_bool("AIGC_WEBHOOK_ALLOW_PRIVATE", False)
+AIGC_WEBHOOK_MAX_ATTEMPTS = env_int("AIGC_WEBHOOK_MAX_ATTEMPTS", 6)
+AIGC_WEBHOOK_RESEND_SECONDS = env_int("AIGC_WEBHOOK_RESEND_SECONDS", 60)
 
 # Input assets (uploads): each limit is refused before anything is stored, with its own error code.
 AIGC_ASSET_MAX_BYTES = env_int("AIGC_ASSET_MAX_BYTES", 25 * 1024 * 1024)
@@ -204,8 +225,17 @@ AIGC_ASSET_MAX_AUDIO_SECONDS = env_int("AIGC_ASSET_MAX_AUDIO_SECONDS", 3600)
 AIGC_ASSET_TENANT_MAX_BYTES = env_int("AIGC_ASSET_TENANT_MAX_BYTES", 2 * 1024**3)
 # Assets no queued or running job references are deleted this long after their last upload or use.
 AIGC_ASSET_RETENTION_HOURS = env_int("AIGC_ASSET_RETENTION_HOURS", 7 * 24)
-AIGC_WEBHOOK_MAX_ATTEMPTS = env_int("AIGC_WEBHOOK_MAX_ATTEMPTS", 6)
-AIGC_WEBHOOK_RESEND_SECONDS = env_int("AIGC_WEBHOOK_RESEND_SECONDS", 60)
+
+# The serving engine and its event channel.
+AIGC_REDIS_TIMEOUT = env_int("AIGC_REDIS_TIMEOUT", 5)  # connect/socket timeout of every Redis call we make
+AIGC_LEASE_SECONDS = env_int("AIGC_LEASE_SECONDS", 30)  # a running job whose lease lapses is re-queued
+AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine decodes together at most
+AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant
+AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`
+AIGC_WORKER_CONCURRENCY = env_int("AIGC_WORKER_CONCURRENCY", 32)  # jobs one generation worker process holds at once
+AIGC_WORKER_STALE_SECONDS = env_int("AIGC_WORKER_STALE_SECONDS", 90)  # a worker silent this long counts as gone
+AIGC_NO_WORKER_FAIL_SECONDS = env_int("AIGC_NO_WORKER_FAIL_SECONDS", 900)  # queued with no live worker: fail
+AIGC_IDEMPOTENCY_HOURS = env_int("AIGC_IDEMPOTENCY_HOURS", 48)  # how long an Idempotency-Key is remembered
 
 # Limits per API key, shared by every web process through Redis (a tenant's row can override the first three).
 AIGC_RATE_LIMIT_PER_SECOND = env_int("AIGC_RATE_LIMIT_PER_SECOND", 20)

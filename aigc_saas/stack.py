@@ -13,29 +13,39 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORKER_QUEUES = "control,cpu"
+WORKER_QUEUES = "control,cpu"  # one process for both: the tests' worker
+GENERATION_QUEUES = "cpu"  # the run command's generation worker; control tasks get their own process
 
 
 def web_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """ASGI (uvicorn workers under gunicorn): event streams and long polls wait in the event loop, not in a thread."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
-        "aigc_saas.wsgi:application",
+        "aigc_saas.asgi:application",
         "--bind",
         f"{host}:{port}",
         "--worker-class",
-        "gthread",
+        "uvicorn_worker.UvicornWorker",
         "--workers",
-        "2",
-        "--threads",
-        "8",
+        os.environ.get("AIGC_WEB_WORKERS", "2"),
         "--timeout",
         "120",
     ]
 
 
 def worker_command(queues: str = WORKER_QUEUES, *, beat: bool = False, name: str = "worker") -> list[str]:
+    """A generation worker: a pool of threads, each holding one claimed job while the process's engines run them."""
+    return _celery_worker(queues, name, os.environ.get("AIGC_WORKER_CONCURRENCY", "32"), beat=beat)
+
+
+def control_worker_command(*, beat: bool = False) -> list[str]:
+    """Webhooks, recipe advances and sweeps: their own process, so they never wait behind generation."""
+    return _celery_worker("control", "control", "4", beat=beat)
+
+
+def _celery_worker(queues: str, name: str, concurrency: str, *, beat: bool) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -46,9 +56,9 @@ def worker_command(queues: str = WORKER_QUEUES, *, beat: bool = False, name: str
         "--queues",
         queues,
         "--pool",
-        "prefork",
+        "threads",
         "--concurrency",
-        "1",
+        concurrency,
         "--hostname",
         f"{name}@%h",
         "--loglevel",
@@ -63,6 +73,21 @@ def worker_command(queues: str = WORKER_QUEUES, *, beat: bool = False, name: str
 
 def beat_command(schedule: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "aigc_saas", "beat", "--schedule", schedule, "--loglevel", "INFO"]
+
+
+def supervise(children: list[subprocess.Popen], commands: list[list[str]], env: dict[str, str]) -> None:
+    """Restart a stack process that dies (the last `len(commands)` children), at most once per 5 s each."""
+    offset = len(children) - len(commands)
+    restarted: dict[int, float] = {}
+    while True:
+        time.sleep(1)
+        for index, command in enumerate(commands, start=offset):
+            if children[index].poll() is None or time.monotonic() - restarted.get(index, 0) < 5:
+                continue
+            print(f"{' '.join(command[2:4])} exited ({children[index].returncode}); restarting it", file=sys.stderr)
+            stop(children[index])
+            children[index] = spawn(command, env)
+            restarted[index] = time.monotonic()
 
 
 def redis_server_binary() -> str:
@@ -212,8 +237,12 @@ def run() -> int:
         if not port_open(redis_port):
             children.append(start_redis(redis_port, data_dir / "redis"))
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-    children.append(spawn(worker_command(env.get("AIGC_WORKER_QUEUES", WORKER_QUEUES), beat=True), env))
-    children.append(spawn(web_command(port), env))
+    commands = [
+        control_worker_command(beat=True),
+        worker_command(env.get("AIGC_WORKER_QUEUES", GENERATION_QUEUES)),
+        web_command(port),
+    ]
+    children.extend(spawn(command, env) for command in commands)
     base = f"http://127.0.0.1:{port}"
     print(
         "\n".join(
@@ -235,10 +264,7 @@ def run() -> int:
         flush=True,
     )
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(1)
-        print("a process of the stack exited; stopping the rest", file=sys.stderr)
-        return 1
+        supervise(children, commands, env)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -21,6 +21,7 @@ def pytest_configure(config) -> None:  # noqa: ANN001
     url = os.environ.get("REDIS_URL") or stack.start_session_redis(_SESSION_DIR / "redis")
     os.environ["REDIS_URL"] = url
     settings.CELERY_BROKER_URL = url
+    settings.REDIS_URL = url  # the event channel
     celery_app.conf.broker_url = url
     settings.MEDIA_ROOT = _SESSION_DIR / "media"
     settings.AIGC_WEBHOOK_ALLOW_PRIVATE = True

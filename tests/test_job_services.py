@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from aigc_saas.errors import Conflict
 from aigc_saas.jobs import runtime, services
 from aigc_saas.jobs.models import Artifact, Job
 from generators.base import GenerationResult, OutputFile
@@ -35,22 +36,54 @@ def test_executing_an_already_claimed_job_is_skipped(job) -> None:  # noqa: ANN0
     assert job.state == "running" and job.attempts == 1
 
 
-def test_claim_jobs_takes_only_queued_ones(tenant) -> None:  # noqa: ANN001
-    jobs = [services.submit_job(tenant, "transformers-text", {"prompt": f"p{i}"}) for i in range(3)]
-    services.cancel_job(jobs[0])
-    claimed = services.claim_jobs([j.pk for j in jobs], "w")
-    assert {j.pk for j in claimed} == {jobs[1].pk, jobs[2].pk}
+def test_a_claim_takes_the_fairest_job_of_the_queue_not_the_oldest(tenant, other_tenant) -> None:  # noqa: ANN001
+    backlog = [services.submit_job(tenant, "transformers-text", {"prompt": f"a{i}"}) for i in range(5)]
+    services.cancel_job(backlog[0])
+    first = services.claim_next("cpu", "w", preferred=backlog[1].pk)
+    late = services.submit_job(other_tenant, "transformers-text", {"prompt": "b"})
+    # The doorbell names another of the busy tenant's jobs, but the idle tenant's job goes first.
+    second = services.claim_next("cpu", "w", preferred=backlog[2].pk)
+    third = services.claim_next("cpu", "w", preferred=backlog[2].pk)
+    assert (first.pk, second.pk, third.pk) == (backlog[1].pk, late.pk, backlog[2].pk)
+    assert services.claim_next("gpu", "w") is None
 
 
 def test_progress_only_moves_forward_and_only_while_running(job) -> None:  # noqa: ANN001
-    services.report_progress(job.pk, 0.5, "half")
+    services.report_progress(job, 0.5, "half")
     job.refresh_from_db()
     assert job.progress == 0.0  # not running yet
-    services.claim_job(job.pk, "w")
-    services.report_progress(job.pk, 0.6, "more")
-    services.report_progress(job.pk, 0.3, "stale report")
+    claimed = services.claim_job(job.pk, "w")
+    services.report_progress(claimed, 0.6, "more")
+    services.report_progress(claimed, 0.3, "stale report")
     job.refresh_from_db()
     assert (job.progress, job.progress_message) == (0.6, "more")
+
+
+def test_a_stale_attempt_can_write_nothing_once_its_lease_lapsed_and_another_claimed_it(job) -> None:  # noqa: ANN001
+    paused = services.claim_job(job.pk, "paused-worker")
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    second = services.claim_job(job.pk, "second-worker")  # a broker redelivery of a job whose lease lapsed
+    assert second is not None and second.attempts == 2
+
+    assert not services.renew_lease(paused)
+    services.report_progress(paused, 0.9, "stale")
+    services.fail_job(paused, "internal_error", "the paused attempt woke up")
+    with pytest.raises(Conflict):
+        services.finish_job(paused, GenerationResult(files=[OutputFile("x.png", "image/png", b"stale")]))
+    services.finish_job(second, GenerationResult(text="fresh"))
+
+    job.refresh_from_db()
+    assert (job.state, job.result["text"], job.worker, job.progress) == ("succeeded", "fresh", "second-worker", 1.0)
+    assert Artifact.objects.filter(job=job).count() == 0
+
+
+def test_the_same_idempotency_key_and_body_return_the_first_job_and_another_body_is_a_conflict(tenant) -> None:  # noqa: ANN001
+    first = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, idempotency_key="k1")
+    again = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, idempotency_key="k1")
+    assert again.pk == first.pk and Job.objects.filter(tenant=tenant).count() == 1
+    with pytest.raises(Conflict) as reused:
+        services.submit_job(tenant, "transformers-text", {"prompt": "y"}, idempotency_key="k1")
+    assert reused.value.code == "idempotency_key_reused"
 
 
 def test_finishing_stores_artifacts_with_size_and_sha256(job) -> None:  # noqa: ANN001
@@ -97,24 +130,33 @@ def test_cancelling_a_running_job_asks_the_worker_to_stop(job) -> None:  # noqa:
     assert services.cancel_requested(job.pk)
 
 
-def test_the_sweep_redispatches_lost_queued_jobs_and_recovers_dead_workers_jobs(tenant, settings) -> None:  # noqa: ANN001
+def test_the_sweep_requeues_lapsed_leases_rerings_lost_doorbells_and_fails_orphans(tenant, settings) -> None:  # noqa: ANN001
+    from aigc_saas.jobs.models import WorkerStatus
+
+    WorkerStatus.objects.create(name="live", queues=["cpu"])
     long_ago = timezone.now() - timedelta(hours=3)
     lost = services.submit_job(tenant, "transformers-text", {"prompt": "lost"})
-    Job.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    Job.objects.filter(pk=lost.pk).update(created_at=long_ago, dispatched_at=None)
     stuck = services.submit_job(tenant, "transformers-text", {"prompt": "stuck"})
     services.claim_job(stuck.pk, "dead-worker")
-    Job.objects.filter(pk=stuck.pk).update(started_at=long_ago)
+    Job.objects.filter(pk=stuck.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     hopeless = services.submit_job(tenant, "transformers-text", {"prompt": "hopeless"})
     services.claim_job(hopeless.pk, "dead-worker")
-    Job.objects.filter(pk=hopeless.pk).update(started_at=long_ago, attempts=settings.AIGC_MAX_ATTEMPTS)
+    Job.objects.filter(pk=hopeless.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1), attempts=settings.AIGC_MAX_ATTEMPTS
+    )
+    orphan = Job.objects.create(tenant=tenant, generator="transformers-text", queue="nobody-consumes", params={})
+    Job.objects.filter(pk=orphan.pk).update(created_at=long_ago)
+    waiting = services.submit_job(tenant, "transformers-text", {"prompt": "just queued"})
 
     counts = services.requeue_stale_jobs()
 
-    assert counts == {"redispatched": 1, "revived": 1, "failed": 1}
+    assert counts == {"redispatched": 1, "revived": 1, "failed": 1, "orphaned": 1}
     states = dict(Job.objects.values_list("pk", "state"))
     assert states[lost.pk] == "queued" and states[stuck.pk] == "queued" and states[hopeless.pk] == "failed"
-    assert Job.objects.get(pk=lost.pk).dispatched_at is not None
+    assert states[waiting.pk] == "queued"
     assert Job.objects.get(pk=hopeless.pk).error_code == "worker_lost"
+    assert Job.objects.get(pk=orphan.pk).error_code == "no_worker_for_queue"
 
 
 def test_a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery(tenant, settings) -> None:  # noqa: ANN001

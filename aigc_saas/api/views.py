@@ -97,7 +97,16 @@ class JobListCreate(generics.ListAPIView):
 class JobDetail(APIView):
     required_scopes = {"GET": "read"}
 
-    @extend_schema(responses={200: JobSerializer, **ERRORS})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                float,
+                description="Long poll: answer once the job is terminal, or after this many seconds (at most 60).",
+            )
+        ],
+        responses={200: JobSerializer, **ERRORS},
+    )
     def get(self, request: Request, job_id: str) -> Response:
         with bind_job(job_id, request.user.tenant.pk):  # log lines of this request name the job and tenant
             job = services.get_job(request.user.tenant, job_id)
@@ -115,42 +124,21 @@ class JobCancel(APIView):
 
 
 class JobEvents(APIView):
-    """Server-sent events: a `progress` event on each change, then one `end` event with the final job."""
+    """Server-sent events of a job, replayed from its start: `state`, `progress` and `token` events (token texts
+    concatenate to `result.text`), then one `end` event with the final job. Served by the async view
+    `aigc_saas.api.streams.job_events`; this class documents the route and carries its authentication,
+    scopes and rate limits."""
 
     required_scopes = {"GET": "read"}
 
     renderer_classes = [EventStreamRenderer, JSONRenderer]
 
-    @extend_schema(responses={(200, "text/event-stream"): OpenApiTypes.STR, **ERRORS})
+    @extend_schema(
+        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="Resume after it.")],
+        responses={(200, "text/event-stream"): OpenApiTypes.STR, 429: ErrorBodySerializer, **ERRORS},
+    )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
-        job = services.get_job(request.user.tenant, job_id)
-        context = {"request": request}
-
-        def stream() -> Iterator[str]:
-            last = None
-            deadline = time.monotonic() + settings.AIGC_JOB_TIME_LIMIT + 600
-            while time.monotonic() < deadline:
-                current = Job.objects.prefetch_related("artifacts").get(pk=job.pk)
-                snapshot = (current.state, current.progress, current.progress_message)
-                if current.is_terminal:
-                    yield f"event: end\ndata: {json.dumps(JobSerializer(current, context=context).data)}\n\n"
-                    return
-                if snapshot != last:
-                    last = snapshot
-                    payload = {
-                        "state": current.state,
-                        "fraction": current.progress,
-                        "message": current.progress_message,
-                    }
-                    yield f"event: progress\ndata: {json.dumps(payload)}\n\n"
-                else:
-                    yield ": keep-alive\n\n"
-                time.sleep(0.5)
-
-        response = StreamingHttpResponse(stream(), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        raise NotImplementedError("served by aigc_saas.api.streams.job_events")
 
 
 class ArtifactContent(APIView):

@@ -37,9 +37,17 @@ class Job(models.Model):
     result = models.JSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Claims so far; the current one fences every write.")
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="A running job whose worker stops renewing this is re-queued."
+    )
+    dispatch_count = models.PositiveIntegerField(default=0, help_text="Times the broker was rung for this job.")
+    usage = models.JSONField(default=dict, blank=True, help_text="Metered use: tokens, megapixel-steps, seconds.")
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    batch_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -49,7 +57,18 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "-created_at"]), models.Index(fields=["state", "queue"])]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["state", "queue"]),
+            models.Index(fields=["state", "lease_expires_at"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="unique_idempotency_key_per_tenant",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.generator} {self.id} ({self.state})"
@@ -90,6 +109,7 @@ class WorkerStatus(models.Model):
     queues = models.JSONField(default=list, blank=True)
     devices = models.JSONField(default=list, blank=True)
     cache = models.JSONField(default=dict, blank=True)
+    engines = models.JSONField(default=list, blank=True, help_text="Each serving engine's capacity and load.")
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

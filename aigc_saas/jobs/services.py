@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from aigc_saas.jobs import events
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
-from aigc_saas.jobs.signals import job_finished
+from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.jobs.webhooks import check_webhook_url
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from aigc_saas.validation import NUL_MESSAGE, nul_character_paths
@@ -65,8 +66,17 @@ def submit_job(
     api_key: ApiKey | None = None,
     origin: dict[str, Any] | None = None,
     webhook_url: str = "",
+    idempotency_key: str = "",
+    batch_id: Any = None,
 ) -> Job:
-    """Validate against the plugin's models, record the job as queued, and ring the broker after commit."""
+    """Validate against the plugin's models, record the job as queued, and ring the broker after commit.
+
+    With an `idempotency_key`, the same key and body return the job first made with them (no second job);
+    the same key with another body is a 409 `idempotency_key_reused`.
+    """
+    request_hash = _request_hash(generator, params, model, webhook_url) if idempotency_key else ""
+    if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
+        return earlier
     record, info = enabled_plugin(generator)
     config = effective_config(record, info.cls)
     model_id = config.model_id
@@ -79,23 +89,77 @@ def submit_job(
         model_id = model
     clean = _validated_params(info.cls, record.default_params or {}, params)
     validate_asset_params(tenant, info.cls, clean)  # asset ids: this tenant's, of accepted types (issue 12)
+    check_fits_engines(generator, model_id, clean)
     queue = queue_for(record, info)
     webhook_url = check_webhook_url(webhook_url)
-    with transaction.atomic():
-        enforce_quota(tenant)
-        job = Job.objects.create(
-            tenant=tenant,
-            api_key=api_key,
-            generator=generator,
-            plugin_version=info.version,
-            model_id=model_id,
-            params=clean,
-            queue=queue,
-            origin=origin or {},
-            webhook_url=webhook_url,
-        )
-        transaction.on_commit(lambda: dispatch_job(job.id))
+    try:
+        with transaction.atomic():
+            enforce_quota(tenant)
+            job = Job.objects.create(
+                tenant=tenant,
+                api_key=api_key,
+                generator=generator,
+                plugin_version=info.version,
+                model_id=model_id,
+                params=clean,
+                queue=queue,
+                origin=origin or {},
+                webhook_url=webhook_url,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                batch_id=batch_id,
+            )
+            _after_commit_publish(job.pk, "state", {"state": JobState.QUEUED})
+            transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue))
+    except IntegrityError:
+        if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
+            return earlier  # a concurrent request with the same key won the race
+        raise
     return job
+
+
+def _request_hash(generator: str, params: Any, model: str | None, webhook_url: str) -> str:
+    body = json.dumps([generator, params, model or "", webhook_url or ""], sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _idempotent_replay(tenant: Tenant, key: str, request_hash: str) -> Job | None:
+    """The job an earlier request with this key made, if it is still kept; 409 when the body differs."""
+    kept_since = timezone.now() - timedelta(hours=settings.AIGC_IDEMPOTENCY_HOURS)
+    earlier = Job.objects.filter(tenant=tenant, idempotency_key=key, created_at__gte=kept_since).first()
+    if earlier is not None and earlier.request_hash != request_hash:
+        raise Conflict(
+            f"`Idempotency-Key`: {key!r} was used for a different request; use a new key for a new job",
+            code="idempotency_key_reused",
+        )
+    return earlier
+
+
+def check_fits_engines(generator: str, model_id: str, params: dict[str, Any]) -> None:
+    """Refuse a text job that no live worker's engine could ever hold (its KV budget, reported by the worker).
+
+    The web has no tokenizer: a prompt counts as at least one token per 16 characters, a lower bound for any
+    tokenizer in use, so nothing that might fit is refused here; the worker checks the exact count.
+    """
+    if "max_new_tokens" not in params:
+        return
+    text = json.dumps([params.get("prompt"), params.get("messages"), params.get("system")])
+    needs = int(params["max_new_tokens"]) + len(text) // 16
+    fresh = timezone.now() - timedelta(seconds=settings.AIGC_WORKER_STALE_SECONDS)
+    budgets = [
+        engine["kv_budget_tokens"]
+        for status in WorkerStatus.objects.filter(updated_at__gte=fresh).only("engines")
+        for engine in status.engines
+        if engine.get("generator") == generator
+        and engine.get("model_id") == model_id
+        and engine.get("kv_budget_tokens")
+    ]
+    if budgets and needs > max(budgets):
+        raise InvalidInput(
+            f"`params.max_new_tokens`: this job needs at least {needs} KV-cache token slots, more than any worker's "
+            f"engine holds ({max(budgets)}); shorten the prompt or lower `max_new_tokens`",
+            code="context_exceeds_kv_budget",
+        )
 
 
 def usage(tenant: Tenant) -> dict[str, int]:
@@ -126,19 +190,11 @@ def enforce_quota(tenant: Tenant) -> None:
         )
 
 
-def dispatch_job(job_id: Any) -> None:
-    """Ring the doorbell: the worker reads everything else from the row."""
-    from aigc_saas.jobs.tasks import run_job
-
-    job = Job.objects.filter(pk=job_id, state=JobState.QUEUED).only("queue").first()
-    if job is None:
-        return
-    try:
-        run_job.apply_async(args=[str(job_id)], queue=job.queue)
-    except Exception:  # noqa: BLE001 - the sweep re-dispatches jobs the broker never got
-        log.exception("could not dispatch job %s; the stale-job sweep will retry", job_id)
-        return
-    Job.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+def mark_dispatched(job_id: Any) -> None:
+    """The broker took the job's doorbell (called by whoever rang it)."""
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
+    )
 
 
 def get_job(tenant: Tenant, job_id: Any) -> Job:
@@ -149,38 +205,83 @@ def get_job(tenant: Tenant, job_id: Any) -> Job:
     return job
 
 
-def claim_jobs(job_ids: Sequence[Any], worker: str, device: str = "") -> list[Job]:
-    """Atomically move queued jobs to running; ids already claimed (a second delivery) are left out."""
-    with transaction.atomic():
-        claimable = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=job_ids, state=JobState.QUEUED)
-            .values_list("pk", flat=True)
-        )
-        if not claimable:
-            return []
-        now = timezone.now()
-        Job.objects.filter(pk__in=claimable, state=JobState.QUEUED).update(
+def _claimable(now: Any) -> Q:
+    """Queued jobs, and running ones whose lease lapsed (their worker died or stalled)."""
+    return Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, lease_expires_at__lt=now)
+
+
+def _take(pk: Any, state: str, attempts: int, worker: str, device: str) -> Job | None:
+    """Compare-and-set one claim: the attempt number rises, and fences every later write of an older attempt."""
+    now = timezone.now()
+    taken = (
+        Job.objects.filter(pk=pk, state=state, attempts=attempts)
+        .filter(_claimable(now))
+        .update(
             state=JobState.RUNNING,
             started_at=now,
-            attempts=F("attempts") + 1,
+            attempts=attempts + 1,
             worker=worker,
             device=device,
+            lease_expires_at=now + timedelta(seconds=settings.AIGC_LEASE_SECONDS),
             progress=0.0,
             progress_message="started",
         )
-    return list(Job.objects.filter(pk__in=claimable, state=JobState.RUNNING, worker=worker))
+    )
+    if not taken:
+        return None
+    events.publish(pk, "state", {"state": JobState.RUNNING})
+    return Job.objects.get(pk=pk)
 
 
 def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
-    claimed = claim_jobs([job_id], worker, device)
-    return claimed[0] if claimed else None
+    """Claim this job if it is queued or its lease lapsed; a second delivery of a running job does nothing."""
+    row = Job.objects.filter(_claimable(timezone.now()), pk=job_id).values_list("state", "attempts").first()
+    return _take(job_id, row[0], row[1], worker, device) if row else None
 
 
-def report_progress(job_id: Any, fraction: float, message: str = "") -> None:
-    """Progress only moves forward, and only while the job runs."""
+def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = "") -> Job | None:
+    """Claim the fairest job of `queue`: the oldest of the tenant with the fewest running jobs there.
+
+    A broker message is a doorbell for its queue: the job it names is taken when its tenant's turn allows,
+    otherwise another tenant's job is, so one tenant's backlog cannot starve another's job. Each message claims
+    at most one job, so a job whose own message comes later finds it claimed and that message claims the next.
+    """
+    for _ in range(5):  # another worker may win a candidate: pick again
+        now = timezone.now()
+        candidates = list(
+            Job.objects.filter(_claimable(now), queue=queue)
+            .order_by("created_at")
+            .values_list("pk", "tenant_id", "state", "attempts")[:200]
+        )
+        if not candidates:
+            return None
+        running = dict(
+            Job.objects.filter(queue=queue, state=JobState.RUNNING, lease_expires_at__gte=now)
+            .values("tenant_id")
+            .annotate(n=Count("pk"))
+            .values_list("tenant_id", "n")
+        )
+        order = {c[0]: i for i, c in enumerate(candidates)}
+        pick = min(candidates, key=lambda c: (running.get(c[1], 0), str(c[0]) != str(preferred), order[c[0]]))
+        job = _take(pick[0], pick[2], pick[3], worker, device)
+        if job is not None:
+            return job
+    return None
+
+
+def renew_lease(job: Job) -> bool:
+    """Extend the lease of the attempt `job` holds; False when that attempt no longer owns the job."""
+    return bool(
+        Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.AIGC_LEASE_SECONDS)
+        )
+    )
+
+
+def report_progress(job: Job, fraction: float, message: str = "") -> None:
+    """A coarse progress write (events carry the fine one): only forward, only by the attempt that runs it."""
     fraction = max(0.0, min(1.0, float(fraction)))
-    Job.objects.filter(pk=job_id, state=JobState.RUNNING, progress__lte=fraction).update(
+    Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts, progress__lte=fraction).update(
         progress=fraction, progress_message=message[:200]
     )
 
@@ -189,12 +290,20 @@ def cancel_requested(job_id: Any) -> bool:
     return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
 
-def _terminal_update(job: Job, **fields: Any) -> bool:
-    updated = Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(finished_at=timezone.now(), **fields)
+def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
+    """The one way into a terminal state: a fenced update (`expect`), then `end` event, signal and webhook."""
+    updated = Job.objects.filter(pk=job.pk, **expect).update(
+        finished_at=timezone.now(), lease_expires_at=None, **fields
+    )
     if updated:
         job.refresh_from_db()
         transaction.on_commit(lambda: notify_finished(job.pk))
     return bool(updated)
+
+
+def _terminal_update(job: Job, **fields: Any) -> bool:
+    """Finish the attempt `job` holds; a stale attempt (the job was re-queued and claimed again) writes nothing."""
+    return _finalize(job, expect={"state": JobState.RUNNING, "attempts": job.attempts}, **fields)
 
 
 def finish_job(job: Job, result: GenerationResult) -> Job:
@@ -222,7 +331,12 @@ def finish_job(job: Job, result: GenerationResult) -> Job:
                 "artifacts": [str(a.id) for a in stored],
             }
             if not _terminal_update(
-                job, state=JobState.SUCCEEDED, progress=1.0, progress_message="done", result=payload
+                job,
+                state=JobState.SUCCEEDED,
+                progress=1.0,
+                progress_message="done",
+                result=payload,
+                usage=_measure(job, result),
             ):
                 raise Conflict(f"job {job.pk} is no longer running", code="job_not_running")
     except Exception:
@@ -230,6 +344,15 @@ def finish_job(job: Job, result: GenerationResult) -> Job:
             artifact.file.storage.delete(artifact.file.name)
         raise
     return job
+
+
+def _measure(job: Job, result: GenerationResult) -> dict[str, Any]:
+    run_seconds = (timezone.now() - job.started_at).total_seconds() if job.started_at else 0.0
+    try:
+        from aigc_saas.usage.metering import measure_usage
+    except ImportError:
+        return {"run_seconds": round(run_seconds, 3)}
+    return measure_usage(job, result, run_seconds)
 
 
 def fail_job(job: Job, code: str, message: str) -> Job:
@@ -244,53 +367,91 @@ def mark_cancelled(job: Job, message: str = "cancelled while running") -> Job:
 
 def cancel_job(job: Job) -> Job:
     """A queued job is cancelled at once; a running one is asked to stop at its next step."""
-    now = timezone.now()
-    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+    if not _finalize(
+        job,
+        expect={"state": JobState.QUEUED},
         state=JobState.CANCELLED,
         cancel_requested=True,
-        finished_at=now,
         error_code="cancelled",
         error_message="cancelled before it started",
     ):
-        transaction.on_commit(lambda: notify_finished(job.pk))
-    elif not Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True):
-        job.refresh_from_db()
-        raise Conflict(f"job {job.pk} has already {job.state} and cannot be cancelled", code="job_not_cancellable")
+        if not Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True):
+            job.refresh_from_db()
+            raise Conflict(f"job {job.pk} has already {job.state} and cannot be cancelled", code="job_not_cancellable")
+        transaction.on_commit(lambda: events.request_cancel(job.pk))
     job.refresh_from_db()
     return job
 
 
 def requeue_stale_jobs() -> dict[str, int]:
-    """The database is the truth: re-dispatch queued jobs the broker lost, recover jobs of dead workers."""
+    """The database is the truth: recover jobs whose lease lapsed, re-ring doorbells the broker may have lost
+    (with backoff), and fail queued jobs that no live worker consumes."""
     now = timezone.now()
-    lost_after = now - timedelta(seconds=settings.AIGC_QUEUED_REDISPATCH_SECONDS)
-    queued = list(
-        Job.objects.filter(state=JobState.QUEUED)
-        .filter(Q(dispatched_at__isnull=True, created_at__lt=lost_after) | Q(dispatched_at__lt=lost_after))
-        .values_list("pk", flat=True)[:500]
-    )
-    dead_after = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
-    stuck = Job.objects.filter(state=JobState.RUNNING, started_at__lt=dead_after)
-    failed = stuck.filter(attempts__gte=settings.AIGC_MAX_ATTEMPTS).update(
-        state=JobState.FAILED,
-        finished_at=now,
-        error_code="worker_lost",
-        error_message=f"the worker running this job stopped answering {settings.AIGC_MAX_ATTEMPTS} times",
-    )
-    revived = list(stuck.filter(attempts__lt=settings.AIGC_MAX_ATTEMPTS).values_list("pk", flat=True))
-    Job.objects.filter(pk__in=revived, state=JobState.RUNNING).update(state=JobState.QUEUED, worker="")
-    for job_id in [*queued, *revived]:
-        dispatch_job(job_id)
-    return {"redispatched": len(queued), "revived": len(revived), "failed": failed}
+    lapsed = Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now)
+    failed = revived = 0
+    for job in lapsed[:500]:
+        if job.attempts >= settings.AIGC_MAX_ATTEMPTS:
+            failed += _terminal_update(
+                job,
+                state=JobState.FAILED,
+                error_code="worker_lost",
+                error_message=f"the worker running this job stopped answering, {job.attempts} attempts in all",
+            )
+        elif Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts).update(
+            state=JobState.QUEUED, worker="", lease_expires_at=None, dispatched_at=None
+        ):
+            revived += 1
+            _ring(job.pk, job.queue)
+    live = live_queues()
+    orphaned = 0
+    too_old = now - timedelta(seconds=settings.AIGC_NO_WORKER_FAIL_SECONDS)
+    for job in Job.objects.filter(state=JobState.QUEUED, created_at__lt=too_old).exclude(queue__in=live)[:500]:
+        orphaned += _finalize(
+            job,
+            expect={"state": JobState.QUEUED},
+            state=JobState.FAILED,
+            error_code="no_worker_for_queue",
+            error_message=f"no live worker consumed queue {job.queue!r} for {settings.AIGC_NO_WORKER_FAIL_SECONDS} s",
+        )
+    redispatched = 0
+    base = settings.AIGC_QUEUED_REDISPATCH_SECONDS
+    for job in Job.objects.filter(state=JobState.QUEUED, queue__in=live).only(
+        "pk", "queue", "created_at", "dispatched_at", "dispatch_count"
+    )[:500]:
+        # Back off: a backlog that waits for free workers is not re-sent every sweep.
+        wait = timedelta(seconds=min(base * 2 ** max(job.dispatch_count - 1, 0), 3600))
+        if (job.dispatched_at or job.created_at) < now - wait:
+            redispatched += 1
+            _ring(job.pk, job.queue)
+    return {"redispatched": redispatched, "revived": revived, "failed": failed, "orphaned": orphaned}
+
+
+def _ring(job_id: Any, queue: str) -> None:
+    transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job_id, queue=queue))
+
+
+def live_queues() -> set[str]:
+    """Queues some worker that reported recently consumes."""
+    fresh = timezone.now() - timedelta(seconds=settings.AIGC_WORKER_STALE_SECONDS)
+    return {
+        q
+        for queues in WorkerStatus.objects.filter(updated_at__gte=fresh).values_list("queues", flat=True)
+        for q in queues
+    }
+
+
+def _after_commit_publish(job_id: Any, event: str, data: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: events.publish(job_id, event, data))
 
 
 def notify_finished(job_id: Any) -> None:
-    """Tell listeners (scenario runs) and queue the signed webhook, if the job asked for one."""
+    """Tell listeners: the `end` event, the `job_finished` signal (scenario runs), and the signed webhook."""
     from aigc_saas.webhooks.services import enqueue_webhook
 
     job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
     if job is None:
         return
+    events.publish(job_id, "end", {"state": job.state})
     for receiver, error in job_finished.send_robust(sender=Job, job=job):
         if isinstance(error, Exception):
             log.error("job_finished receiver %r failed for job %s: %s", receiver, job_id, error, exc_info=error)
@@ -298,9 +459,16 @@ def notify_finished(job_id: Any) -> None:
         enqueue_webhook(job)  # a pending WebhookDelivery row (the outbox), sent on commit; lost sends are re-sent
 
 
-def record_worker_status(name: str, *, devices: list[dict[str, Any]], cache: dict[str, Any], queues: list[str]) -> None:
+def record_worker_status(
+    name: str,
+    *,
+    devices: list[dict[str, Any]],
+    cache: dict[str, Any],
+    queues: list[str],
+    engines: list[dict[str, Any]] | None = None,
+) -> None:
     status, _ = WorkerStatus.objects.get_or_create(name=name)
     queues = sorted({*status.queues, *queues})
     WorkerStatus.objects.filter(pk=status.pk).update(
-        queues=queues, devices=devices, cache=cache, updated_at=timezone.now()
+        queues=queues, devices=devices, cache=cache, engines=engines or [], updated_at=timezone.now()
     )

@@ -4,3 +4,7 @@ from django.dispatch import Signal
 
 # Sent with `job=` once a job reaches succeeded, failed or cancelled.
 job_finished = Signal()
+
+# Sent with `job_id=` and `queue=` after a job is committed as queued (new, or re-queued by the sweep): the
+# worker side rings the broker (jobs.tasks connects it), so services never import the task layer.
+job_queued = Signal()

@@ -1,16 +1,27 @@
-"""Celery tasks take ids, are safe to run twice, and only call services."""
+"""Celery tasks take ids, are safe to run twice, and only call services; ringing the broker lives here too."""
 
+from __future__ import annotations
+
+import logging
 import os
+from typing import Any
 
 from celery import shared_task
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import celeryd_after_setup, worker_ready
+from django.dispatch import receiver
 
 from aigc_saas.jobs import runtime, services
+from aigc_saas.jobs.signals import job_queued
+
+log = logging.getLogger(__name__)
+
+# A hung or unreachable broker must not hang a submission: the job is recorded and the sweep rings again later.
+BROKER_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 @shared_task(name="aigc.run_job", acks_late=True, reject_on_worker_lost=True)
-def run_job(job_id: str) -> str:
-    return runtime.execute_job(job_id)
+def run_job(job_id: str, queue: str | None = None) -> str:
+    return runtime.execute_job(job_id, queue)
 
 
 @shared_task(name="aigc.requeue_stale_jobs")
@@ -29,12 +40,23 @@ def deliver_webhook(self, delivery_id: int) -> None:  # noqa: ANN001
         raise self.retry(args=[following.pk], countdown=webhook_services.countdown(following))
 
 
+@receiver(job_queued)
+def ring_broker(sender: Any, job_id: Any, queue: str, **kwargs: Any) -> None:
+    """The doorbell: the worker reads everything else from the row."""
+    try:
+        run_job.apply_async(args=[str(job_id)], kwargs={"queue": queue}, queue=queue, retry_policy=BROKER_RETRY)
+    except Exception as exc:  # noqa: BLE001 - the sweep re-rings jobs the broker never got
+        log.warning("could not dispatch job %s (%s); the stale-job sweep will retry", job_id, exc)
+        return
+    services.mark_dispatched(job_id)
+
+
 @celeryd_after_setup.connect
 def remember_consumed_queues(sender, instance, **kwargs) -> None:  # noqa: ANN001
-    # The parent knows its queues; prefork children inherit the environment, so their reports can name them.
+    # Threads (and prefork children) of this worker report the queues it consumes.
     os.environ["AIGC_WORKER_CONSUMES"] = ",".join(sorted(instance.app.amqp.queues.consume_from))
 
 
-@worker_process_init.connect
-def report_devices_at_start(**kwargs) -> None:
-    runtime.heartbeat()
+@worker_ready.connect
+def start_worker_threads(**kwargs: Any) -> None:
+    runtime.start_worker_threads()

@@ -242,12 +242,9 @@ class PassEngine(_EngineThread):
                     for s in scheduler.drop_waiting(lambda s: not (s.cancelled or s.expired))
                 ]
             )
-            first = scheduler.plan().joining  # the next tenant's oldest job, in round-robin order
-            if not first:
-                continue
-            scheduler.finish(first[0])
-            scheduler.plan()  # clear the leaving list; a pass engine keeps no running rows
-            self._pass([first[0], *self._companions(first[0])])
+            first = scheduler.next_waiting()  # the next tenant's oldest job, in round-robin order
+            if first is not None:
+                self._pass([first, *self._companions(first)])
 
     def _companions(self, seq: Sequence) -> list[Sequence]:
         size = type(self.generator).max_batch_size

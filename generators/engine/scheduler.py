@@ -88,6 +88,17 @@ class Scheduler:
         self.running.extend(plan.joining)
         return plan
 
+    def next_waiting(self) -> Sequence | None:
+        """The next tenant's oldest waiting job, taken out of the queue (for engines that run whole passes)."""
+        if not self.waiting:
+            return None
+        tenant, queue = next(iter(self.waiting.items()))
+        seq = queue.popleft()
+        del self.waiting[tenant]
+        if queue:
+            self.waiting[tenant] = queue
+        return seq
+
     @property
     def waiting_count(self) -> int:
         return sum(len(q) for q in self.waiting.values())

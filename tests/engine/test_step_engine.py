@@ -142,3 +142,43 @@ def test_generate_batch_gives_each_item_its_own_settings_and_cancellation(plugin
     assert isinstance(results[1], JobCancelled)
     assert results[2].metadata["completion_tokens"] == 12
     assert "batch_size" not in results[0].metadata  # nothing of one job's run tells about the others
+
+
+def test_a_pass_engine_batches_the_jobs_that_arrived_during_a_pass(tiny_models) -> None:  # noqa: ANN001
+    from pydantic import BaseModel
+
+    from generators.base import GenerationResult, Generator, GeneratorConfig, Modality
+    from generators.engine.loop import PassEngine
+
+    class PromptParams(BaseModel):
+        prompt: str
+
+    release = threading.Event()
+    passes: list[list[str]] = []
+
+    class Batching(Generator):
+        name, modality, Params, Config, max_batch_size = "batching", Modality.TEXT, PromptParams, GeneratorConfig, 4
+
+        def batch_key(self, params):  # noqa: ANN001, ANN201
+            return len(params.prompt)
+
+        def generate(self, params, ctx):  # noqa: ANN001, ANN201
+            release.wait(10)
+            passes.append([params.prompt])
+            return GenerationResult(text=params.prompt)
+
+        def generate_batch(self, items):  # noqa: ANN001, ANN201
+            passes.append([item.params.prompt for item in items])
+            return [GenerationResult(text=item.params.prompt) for item in items]
+
+    served = PassEngine(Batching(GeneratorConfig(model_id="x")), emit=Recorder(), name="pass")
+    first = served.submit(Sequence(id="0", params=PromptParams(prompt="first"), tenant="a"))
+    time.sleep(0.2)  # the first pass is running
+    later = [
+        served.submit(Sequence(id=p, params=PromptParams(prompt=p), tenant=t))
+        for p, t in (("aa", "a"), ("bb", "b"), ("ccc", "a"), ("dd", "c"))
+    ]
+    release.set()
+    assert [s.future.result(10).text for s in [first, *later]] == ["first", "aa", "bb", "ccc", "dd"]
+    served.stop()
+    assert passes == [["first"], ["aa", "bb", "dd"], ["ccc"]]

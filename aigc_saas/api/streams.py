@@ -1,0 +1,176 @@
+"""Async views that wait on the event channel: SSE streams and long polls hold no thread while they wait.
+
+Authentication, scopes and rate limits run through the DRF view each route documents (`initial()`), so these
+answer exactly as the sync API does; only the waiting is async.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from aigc_saas.api.errors import json_error
+from aigc_saas.api.serializers import JobSerializer
+from aigc_saas.errors import NotFound
+from aigc_saas.jobs import events, services
+from aigc_saas.jobs.models import Job
+
+HEARTBEAT_SECONDS = 15.0
+KEY_CHECK_SECONDS = 5.0
+
+
+def _authorize(request: HttpRequest, view_cls: type[APIView], kwargs: dict[str, Any]) -> tuple[Request | None, Any]:
+    """Run the DRF view's authentication, permissions and throttles; (request, None) or (None, error response)."""
+    view = view_cls(**getattr(view_cls, "initkwargs", {}))
+    view.args, view.kwargs, view.format_kwarg = (), kwargs, None
+    drf_request = view.initialize_request(request, **kwargs)
+    view.request, view.headers = drf_request, {}
+    try:
+        view.initial(drf_request, **kwargs)
+        return drf_request, None
+    except Exception as exc:  # noqa: BLE001 - DRF turns it into the API's error body
+        response = view.finalize_response(drf_request, view.handle_exception(exc))
+        return None, response.render()
+
+
+def _job_or_404(drf_request: Request, job_id: Any) -> Job:
+    return services.get_job(drf_request.user.tenant, job_id)
+
+
+def _serialized(job_id: Any, drf_request: Request) -> dict[str, Any]:
+    job = Job.objects.prefetch_related("artifacts").get(pk=job_id)
+    return JobSerializer(job, context={"request": drf_request}).data
+
+
+def _key_active(key_id: Any) -> bool:
+    from aigc_saas.accounts.models import ApiKey
+
+    key = ApiKey.objects.filter(pk=key_id).first()
+    if key is None:
+        return False
+    active = getattr(key, "is_active", None)
+    return bool(active()) if callable(active) else key.revoked_at is None
+
+
+def as_documented(view: Callable, documented: type[APIView]) -> Callable:
+    """Let drf-spectacular describe an async function view through the DRF view that documents the route."""
+    view.cls = documented  # type: ignore[attr-defined]
+    view.initkwargs = {}  # type: ignore[attr-defined]
+    return view
+
+
+async def job_detail(request: HttpRequest, job_id: Any) -> HttpResponse:
+    """`GET /jobs/{id}`; with `?wait=N` it answers once the job is terminal or N seconds passed."""
+    from aigc_saas.api.views import JobDetail
+
+    raw = request.GET.get("wait")
+    if raw is None:
+        return await sync_to_async(JobDetail.as_view())(request, job_id=job_id)
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= settings.AIGC_MAX_WAIT_SECONDS:
+        return json_error(
+            400,
+            "invalid_wait",
+            f"`wait`: must be a number of seconds from 0 to {settings.AIGC_MAX_WAIT_SECONDS}, got {raw!r}",
+        )
+    drf_request, error = await sync_to_async(_authorize)(request, JobDetail, {"job_id": job_id})
+    if error is not None:
+        return error
+    try:
+        await sync_to_async(_job_or_404)(drf_request, job_id)
+    except NotFound as exc:
+        return json_error(404, exc.code, exc.message)
+    await events.wait_until_terminal(job_id, wait)
+    return JsonResponse(await sync_to_async(_serialized)(job_id, drf_request))
+
+
+async def job_events(request: HttpRequest, job_id: Any) -> HttpResponse:
+    """Server-sent events of one job: replayed from its start (or `Last-Event-ID`), then live, then `end`."""
+    from aigc_saas.api.views import JobEvents
+
+    drf_request, error = await sync_to_async(_authorize)(request, JobEvents, {"job_id": job_id})
+    if error is not None:
+        return error
+    try:
+        job = await sync_to_async(_job_or_404)(drf_request, job_id)
+    except NotFound as exc:
+        return json_error(404, exc.code, exc.message)
+    tenant_id = job.tenant_id
+    if not await _open_stream(tenant_id):
+        return json_error(
+            429,
+            "too_many_streams",
+            f"`stream`: this tenant already has {settings.AIGC_MAX_STREAMS_PER_TENANT} open event streams; close one",
+        )
+    after = request.headers.get("Last-Event-ID") or "0"
+    key_id = drf_request.user.api_key.pk
+    response = StreamingHttpResponse(_stream(job.pk, after, key_id, drf_request), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _frame(event: str, data: Any, event_id: str = "") -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[str]:
+    tenant_id = drf_request.user.tenant.pk
+    try:
+        last_key_check = time.monotonic()
+        timeout = settings.AIGC_JOB_TIME_LIMIT + 600
+        async for event_id, event, data in events.follow(
+            job_id, after=after, timeout=timeout, heartbeat=HEARTBEAT_SECONDS
+        ):
+            if time.monotonic() - last_key_check >= KEY_CHECK_SECONDS:
+                last_key_check = time.monotonic()
+                if not await sync_to_async(_key_active)(key_id):
+                    yield _frame(
+                        "error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"}
+                    )
+                    return
+            if event == "end":
+                yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request), event_id)
+                return
+            if event == "heartbeat":
+                if await sync_to_async(events._is_terminal)(job_id):  # its `end` was lost while Redis was down
+                    break
+                yield ": keep-alive\n\n"
+                continue
+            yield _frame(event, data, event_id)
+        yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request))
+    finally:
+        await _close_stream(tenant_id)
+
+
+def _streams_key(tenant_id: Any) -> str:
+    return f"aigc:streams:{tenant_id}"
+
+
+async def _open_stream(tenant_id: Any) -> bool:
+    redis_client = events._async_client()
+    key = _streams_key(tenant_id)
+    count = await redis_client.incr(key)
+    await redis_client.expire(key, 3600)  # a crashed web process cannot hold a slot for longer
+    if count > settings.AIGC_MAX_STREAMS_PER_TENANT:
+        await redis_client.decr(key)
+        return False
+    return True
+
+
+async def _close_stream(tenant_id: Any) -> None:
+    with contextlib.suppress(Exception):  # the slot expires by itself
+        await events._async_client().decr(_streams_key(tenant_id))

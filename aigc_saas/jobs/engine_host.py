@@ -1,0 +1,177 @@
+"""The engines of one worker process: one per loaded (plugin, config, device), kept in the model cache.
+
+A task thread hands its claimed job to the engine and waits for the outcome, renewing the job's lease and
+writing a coarse progress while it waits. Engines emit token and progress events straight to the job's Redis
+stream; the database sees the claim and the outcome, nothing per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from aigc_saas.jobs import events, services
+from aigc_saas.jobs.models import Job
+from aigc_saas.plugins.services import config_fingerprint
+from generators.base import GenerationResult, Generator, GeneratorConfig
+from generators.engine.loop import PassEngine, StepEngine
+from generators.engine.sequence import Output, Sequence
+from generators.errors import GeneratorError
+from generators.registry import PluginInfo
+from hardware import DeviceChoice
+from hardware.kv import kv_budget_tokens
+from hardware.oom import free_device
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 2.0  # how often a waiting task thread writes coarse progress and looks at its lease
+
+
+class Served:
+    """What the model cache holds: a loaded plugin and the engine serving it; eviction stops both."""
+
+    def __init__(self, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, generator: Generator) -> None:
+        self.info, self.config, self.device, self.generator = info, config, device, generator
+        self.components = vars(generator)  # lets the cache measure the plugin's torch modules
+        runner = generator.create_runner()
+        name = f"{info.name}:{config.model_id}@{device.device}"
+        if runner is None:
+            self.engine: StepEngine | PassEngine = PassEngine(generator, emit=publish_outputs, name=name)
+        else:
+            budget = kv_budget_tokens(device.device, runner.kv_bytes_per_token())
+            self.engine = StepEngine(
+                runner, budget_tokens=budget, max_rows=settings.AIGC_ENGINE_MAX_ROWS, emit=publish_outputs, name=name
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "generator": self.info.name,
+            "model_id": self.config.model_id,
+            "device": self.device.device,
+            "kind": type(self.engine).__name__,
+            **self.engine.stats(),
+        }
+
+    def teardown(self) -> None:
+        self.engine.stop()
+        self.generator.teardown()
+
+
+def release_connection() -> None:
+    """Give this thread's database connection back while it only waits (not inside a transaction)."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+
+
+_served: dict[Any, Served] = {}
+_served_lock = threading.Lock()
+_live: dict[str, Sequence] = {}  # job id -> its sequence, while an engine holds it
+_progress: dict[str, tuple[float, str]] = {}  # job id -> latest progress, written to the row coarsely
+
+
+def served(info: PluginInfo, config: GeneratorConfig, device: DeviceChoice) -> Served:
+    """The engine for this plugin, config and device, loading the plugin once per process."""
+    from aigc_saas.jobs.runtime import model_cache
+
+    key = (info.name, info.version, config_fingerprint(config), device.device, device.dtype, device.low_memory)
+
+    def load() -> Served:
+        generator = info.cls(config)
+        generator.setup(device)
+        return Served(info, config, device, generator)
+
+    value = model_cache().get_or_load(
+        key, load, device=device.device, estimate_bytes=info.cls.needs.memory_mb * 1024 * 1024
+    )
+    with _served_lock:
+        _served[key] = value
+    return value
+
+
+def snapshot() -> list[dict[str, Any]]:
+    """Each engine of this process: capacity and load (for metrics and the worker's status row)."""
+    from aigc_saas.jobs.runtime import model_cache
+
+    with _served_lock:
+        for key in [k for k in _served if k not in model_cache()]:
+            del _served[key]  # evicted
+        return [s.describe() for s in _served.values()]
+
+
+def publish_outputs(outputs: list[Output]) -> None:
+    """One engine step's events to the jobs' streams in one round trip; outcomes go to the waiting threads."""
+    batch = []
+    for out in outputs:
+        if out.token is not None:
+            batch.append((out.seq.id, "token", {"index": out.token[0], "text": out.token[1]}))
+        if out.progress is not None:
+            _progress[out.seq.id] = out.progress
+            batch.append((out.seq.id, "progress", {"fraction": out.progress[0], "message": out.progress[1]}))
+    events.publish_many(batch)
+
+
+def cancel(job_id: str) -> bool:
+    """Stop a job this process runs at its engine's next step (from the Redis cancel broadcast)."""
+    seq = _live.get(str(job_id))
+    if seq is None:
+        return False
+    seq.cancel()
+    return True
+
+
+def run(job: Job, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, params: Any) -> Any:
+    """Run a claimed job on its engine; returns the outcome, or None when this attempt lost the job (fenced)."""
+    outcome = _run_once(job, served(info, config, device), params)
+    if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not device.low_memory:
+        from dataclasses import replace
+
+        from aigc_saas.jobs.runtime import model_cache
+
+        log.warning("job %s ran out of memory on %s; retrying once in low-memory mode", job.pk, device.device)
+        free_device(device.device, model_cache())
+        outcome = _run_once(job, served(info, config, replace(device, low_memory=True)), params)
+    return outcome
+
+
+def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | GeneratorError | None:
+    seq = Sequence(
+        id=str(job.pk),
+        params=params,
+        tenant=str(job.tenant_id),
+        deadline=time.monotonic() + settings.AIGC_JOB_TIME_LIMIT,
+    )
+    _live[seq.id] = seq
+    try:
+        if services.cancel_requested(job.pk):
+            seq.cancel()
+        target.engine.submit(seq)
+        release_connection()  # do not sit on a database connection while the engine works
+        written = (0.0, "")
+        last_renewal = time.monotonic()
+        while True:
+            try:
+                return seq.future.result(timeout=TICK_SECONDS)
+            except FutureTimeout:
+                pass
+            if time.monotonic() - last_renewal >= settings.AIGC_LEASE_SECONDS / 3:
+                last_renewal = time.monotonic()
+                if not services.renew_lease(job):
+                    log.warning("job %s was taken over by another attempt; this one stops", job.pk)
+                    seq.cancel()
+                    return None
+                if services.cancel_requested(job.pk):  # the broadcast may have been missed
+                    seq.cancel()
+                    target.engine.wake()
+            current = _progress.get(seq.id)
+            if current is not None and current != written:
+                written = current
+                services.report_progress(job, *current)
+    finally:
+        _live.pop(seq.id, None)
+        _progress.pop(seq.id, None)

@@ -1,0 +1,166 @@
+"""The event channel of a job: one Redis stream per job, written by workers and services, read by the web.
+
+Events flow one way (engine → stream → clients) and a stream is replayable from its start, so a client that
+connects late first gets what it missed. The database records state changes only; nothing here polls it.
+
+Events: `state` {"state"}, `progress` {"fraction", "message"}, `token` {"index", "text"} (the concatenation of a
+job's token texts is its final `result.text`), `end` {"state"} (published after the terminal state committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+KEEP_SECONDS = 24 * 3600  # a late client can replay a job's events for a day
+MAX_EVENTS = 100_000  # per job; approximate trimming keeps a runaway job from filling Redis
+CANCEL_CHANNEL = "aigc:cancel"
+
+_sync_lock = threading.Lock()
+_sync_client: redis.Redis | None = None
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def stream_key(job_id: Any) -> str:
+    return f"aigc:job:{job_id}:events"
+
+
+def client() -> redis.Redis:
+    """This process's Redis client for publishing, with timeouts: a hung Redis must not hang a worker."""
+    global _sync_client
+    with _sync_lock:
+        if _sync_client is None:
+            _sync_client = redis.Redis.from_url(
+                settings.REDIS_URL,
+                socket_connect_timeout=settings.AIGC_REDIS_TIMEOUT,
+                socket_timeout=settings.AIGC_REDIS_TIMEOUT,
+                health_check_interval=30,
+            )
+        return _sync_client
+
+
+def _async_client() -> aioredis.Redis:
+    """One client per event loop (a uvicorn worker has one; tests may make several)."""
+    loop = asyncio.get_running_loop()
+    found = _async_clients.get(id(loop))
+    if found is None:
+        found = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.AIGC_REDIS_TIMEOUT,
+            # Reads block up to BLOCK_MS on the server; the socket waits a little longer than that.
+            socket_timeout=BLOCK_MS / 1000 + settings.AIGC_REDIS_TIMEOUT,
+        )
+        _async_clients[id(loop)] = found
+    return found
+
+
+def _fields(event: str, data: dict[str, Any]) -> dict[str, str]:
+    return {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+
+
+def publish(job_id: Any, event: str, data: dict[str, Any]) -> str | None:
+    """Append one event; returns its id, or None when Redis is unreachable (the job's state is in the database)."""
+    return publish_many([(job_id, event, data)])[0]
+
+
+def publish_many(events: Iterable[tuple[Any, str, dict[str, Any]]]) -> list[str | None]:
+    """Append many events in one round trip (an engine step's tokens for every row)."""
+    events = list(events)
+    if not events:
+        return []
+    try:
+        pipe = client().pipeline(transaction=False)
+        for job_id, event, data in events:
+            key = stream_key(job_id)
+            pipe.xadd(key, _fields(event, data), maxlen=MAX_EVENTS, approximate=True)
+            if event in ("state", "end"):
+                pipe.expire(key, KEEP_SECONDS)
+        replies = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not publish %d job events: %s", len(events), exc)
+        return [None] * len(events)
+    ids = [r for r in replies if not isinstance(r, bool | int)]
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
+def read(job_id: Any, after: str = "0") -> list[tuple[str, str, dict[str, Any]]]:
+    """Every event after `after`, without blocking (tests and the admin)."""
+    entries = client().xrange(stream_key(job_id), min=f"({after}" if after != "0" else "-")
+    return [_decode(entry_id, fields) for entry_id, fields in entries]
+
+
+def _decode(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, str, dict[str, Any]]:
+    get = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    return (entry_id.decode() if isinstance(entry_id, bytes) else entry_id, get["event"], json.loads(get["data"]))
+
+
+BLOCK_MS = 5000
+
+
+async def follow(
+    job_id: Any, *, after: str = "0", timeout: float, heartbeat: float | None = None
+) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """Yield `(id, event, data)` from `after` on, replaying first; stop after `end` or when `timeout` passes.
+
+    With `heartbeat`, a `("", "heartbeat", {})` tuple is yielded whenever that many seconds pass without an event,
+    so a caller can keep its connection alive and re-check what it must (a revoked key).
+    """
+    redis_client = _async_client()
+    key = stream_key(job_id)
+    deadline = time.monotonic() + timeout
+    last = after
+    quiet_since = time.monotonic()
+    while (left := deadline - time.monotonic()) > 0:
+        block = min(left, heartbeat or left, BLOCK_MS / 1000)
+        reply = await redis_client.xread({key: last}, count=500, block=max(1, int(block * 1000)))
+        if not reply:
+            if heartbeat and time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield ("", "heartbeat", {})
+            continue
+        quiet_since = time.monotonic()
+        for entry_id, fields in reply[0][1]:
+            decoded = _decode(entry_id, fields)
+            last = decoded[0]
+            yield decoded
+            if decoded[1] == "end":
+                return
+
+
+async def wait_until_terminal(job_id: Any, timeout: float) -> bool:
+    """True once the job is terminal: already in the database, or its `end` event arrives within `timeout`."""
+    if await sync_to_async(_is_terminal)(job_id):
+        return True
+    async for _id, event, _data in follow(job_id, timeout=timeout):
+        if event == "end":
+            return True
+    return await sync_to_async(_is_terminal)(job_id)  # an `end` lost while Redis was down
+
+
+def _is_terminal(job_id: Any) -> bool:
+    from aigc_saas.jobs.models import TERMINAL_STATES, Job
+
+    return Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).exists()
+
+
+def request_cancel(job_id: Any) -> None:
+    """Tell every worker at once that a running job was cancelled (the row's flag is the durable record)."""
+    try:
+        client().publish(CANCEL_CHANNEL, str(job_id))
+    except redis.RedisError as exc:
+        log.warning("could not broadcast the cancellation of job %s (workers also check the row): %s", job_id, exc)
