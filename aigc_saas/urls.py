@@ -2,9 +2,12 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from aigc_saas.admin_login import ThrottledAdminLoginForm
 from aigc_saas.api.errors import json_error
 from aigc_saas.observability import health
 from aigc_saas.observability.metrics import metrics_view
+
+admin.site.login_form = ThrottledAdminLoginForm  # failed logins are counted in Redis and locked out
 
 urlpatterns = [
     # Probes and metrics (ProbeMiddleware answers these paths first, before host validation).
