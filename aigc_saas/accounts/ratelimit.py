@@ -136,3 +136,17 @@ def reset(bucket: str) -> None:
             _client._redis.delete(KEY_PREFIX + bucket)
     except redis.RedisError as exc:
         logger.warning("could not reset rate-limit bucket %s: %s", bucket, exc)
+
+
+def reset_all() -> int:
+    """Forget every bucket (tests start each case clean); the number of buckets removed."""
+    try:
+        _client.script()
+        client = _client._redis
+        if client is None:
+            return 0
+        keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+        return client.delete(*keys) if keys else 0
+    except redis.RedisError as exc:
+        logger.warning("could not reset the rate-limit buckets: %s", exc)
+        return 0

@@ -142,3 +142,13 @@ def test_a_stalled_redis_costs_at_most_the_socket_timeout(acme, settings) -> Non
     assert response.status_code == 200
     assert elapsed < 1.5, elapsed
     assert ratelimit.SOCKET_TIMEOUT_SECONDS <= 0.5
+
+
+def test_reset_all_forgets_every_bucket(acme, tenant) -> None:  # noqa: ANN001
+    tenant.requests_per_second, tenant.request_burst = 1, 1
+    tenant.save()
+    assert [acme.get("/api/v1/generators").status_code for _ in range(2)] == [200, 429]
+
+    assert ratelimit.reset_all() >= 1
+
+    assert acme.get("/api/v1/generators").status_code == 200
