@@ -45,10 +45,12 @@ class _TokenizerGrammars:
     compiler: Any
     vocab_size: int
     decoded: list[bytes]  # each token's bytes, to follow whether the output is inside a string
-    never: torch.Tensor  # tokens xgrammar allows in strings that break the result: raw control bytes (JSON forbids
-    # them), special or added tokens such as `<|assistant|>` (decoding with skip_special_tokens drops them), and
-    # bytes that are not UTF-8 (xgrammar lets a surrogate such as ED A0 80 through; decoding turns it into U+FFFD)
-    first_byte: torch.Tensor  # each token's first byte (-1 if none), to check the byte after a lead byte
+    # A bitmask (xgrammar's layout) of the tokens we allow at all; it is ANDed into every step's mask. Left out are
+    # tokens xgrammar allows in strings that break the result: raw control bytes (JSON forbids them), special or
+    # added tokens such as `<|assistant|>` (decoding with skip_special_tokens drops them), and bytes that are not
+    # UTF-8 (xgrammar lets a surrogate such as ED A0 80 through; decoding turns it into U+FFFD).
+    usable: torch.Tensor
+    after_lead: dict[int, torch.Tensor]  # `usable` narrowed to the tokens that may follow a SECOND_BYTE lead byte
     closers: torch.Tensor  # tokens holding `]` or `}`: outside a string they end an array or object
     quotes: torch.Tensor  # tokens holding `"`: they end a string, or open one
     lengths: torch.Tensor  # bytes per token: when nothing can close yet, the longest tokens reach a minimum soonest
@@ -81,10 +83,14 @@ def _tokenizer_grammars(tokenizer: Any, vocab_size: int) -> _TokenizerGrammars:
     stops = set(_stop_token_ids(tokenizer))
     added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {}) | set(getattr(tokenizer, "all_special_ids", []))
     special = (set(info.special_token_ids) | added) - stops
-    never = torch.tensor(
-        [i in special or any(b < 0x20 for b in t) or not _utf8_inside(t) for i, t in enumerate(decoded)]
+    usable = torch.tensor(
+        [i not in special and all(b >= 0x20 for b in t) and _utf8_inside(t) for i, t in enumerate(decoded)]
     )
     first_byte = torch.tensor([t[0] if t else -1 for t in decoded])
+    after_lead = {
+        lead: _pack(usable & ((first_byte < 0) | ((first_byte >= low) & (first_byte <= high))))
+        for lead, (low, high) in SECOND_BYTE.items()
+    }
     closers = torch.tensor([(b"]" in t or b"}" in t) and i not in special for i, t in enumerate(decoded)])
     quotes = torch.tensor([b'"' in t and i not in special for i, t in enumerate(decoded)])
     lengths = torch.tensor([len(t) if i not in special else 0 for i, t in enumerate(decoded)])
@@ -93,8 +99,8 @@ def _tokenizer_grammars(tokenizer: Any, vocab_size: int) -> _TokenizerGrammars:
         compiler=xgr.GrammarCompiler(info, cache_enabled=False),
         vocab_size=vocab_size,
         decoded=decoded,
-        never=never,
-        first_byte=first_byte,
+        usable=_pack(usable),
+        after_lead=after_lead,
         closers=closers,
         quotes=quotes,
         lengths=lengths,
@@ -120,6 +126,17 @@ def _utf8_inside(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _pack(allowed: torch.Tensor) -> torch.Tensor:
+    """A bool per token as xgrammar's bitmask: int32 words, token i at bit i % 32 of word i // 32."""
+    import torch
+
+    words = (len(allowed) + 31) // 32
+    bits = torch.zeros(words * 32, dtype=torch.int64)
+    bits[: len(allowed)] = allowed.to(torch.int64)
+    packed = (bits.view(words, 32) << torch.arange(32)).sum(dim=1)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
 def schema_of(response_format: Any) -> tuple[dict[str, Any], bool]:
@@ -199,20 +216,14 @@ class TokenConstraint:
         import xgrammar as xgr
 
         self.matcher.fill_next_token_bitmask(self.bitmask, 0)
+        self.bitmask[0] &= self.usable_now()
         xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask.to(logits.device, non_blocking=True))
-        self._narrow(logits)
-
-    def _narrow(self, logits: torch.Tensor) -> None:
-        grammars = self._grammars
-        width = min(logits.shape[-1], grammars.vocab_size)
-        never = grammars.never[:width]
-        if self._lead is not None:
-            low, high = SECOND_BYTE[self._lead]
-            first = grammars.first_byte[:width]
-            never = never | (first < low) | (first > high)
-        logits[:width].masked_fill_(never.to(logits.device), float("-inf"))
         if self.wrapping_up:
-            self._steer_to_close(logits, width)
+            self._steer_to_close(logits, min(logits.shape[-1], self._grammars.vocab_size))
+
+    def usable_now(self) -> torch.Tensor:
+        """The tokens this module allows at all at this point (a bitmask row), to AND into the grammar's."""
+        return self._grammars.usable if self._lead is None else self._grammars.after_lead[self._lead]
 
     def _steer_to_close(self, logits: torch.Tensor, width: int) -> None:
         """Keep the allowed tokens that end something: in a string a `"`; outside, `]` or `}`, then `"`.
@@ -296,24 +307,20 @@ def mask_logits_batch(constraints: Sequence[TokenConstraint | None], logits: tor
     Equivalent to calling `mask_logits` on each row that has a constraint (rows with None are left alone),
     but cheaper on a large batch (one kernel launch on CUDA, xgrammar's thread pool for the fill).
     """
+    import torch
     import xgrammar as xgr
 
     rows = [i for i, c in enumerate(constraints) if c is not None]
     if not rows:
         return
-    first = constraints[rows[0]]
-    assert first is not None
-    bitmask = xgr.allocate_token_bitmask(len(constraints), first._grammars.vocab_size)
-    _batch_matcher().batch_fill_next_token_bitmask(
-        [constraints[i].matcher for i in rows],  # type: ignore[union-attr]
-        bitmask,
-        indices=rows,
-    )
+    chosen = [c for c in constraints if c is not None]
+    bitmask = xgr.allocate_token_bitmask(len(constraints), chosen[0]._grammars.vocab_size)
+    _batch_matcher().batch_fill_next_token_bitmask([c.matcher for c in chosen], bitmask, indices=rows)
+    bitmask[rows] &= torch.stack([c.usable_now() for c in chosen])
     xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device, non_blocking=True), indices=rows)
-    for i in rows:
-        constraint = constraints[i]
-        if constraint is not None:
-            constraint._narrow(logits[i])
+    for i, constraint in zip(rows, chosen, strict=True):
+        if constraint.wrapping_up:
+            constraint._steer_to_close(logits[i], min(logits.shape[-1], constraint._grammars.vocab_size))
 
 
 _batch: Any = None
