@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from aigc_saas.errors import InvalidInput
 
-VariableType = Literal["string", "text", "integer", "number", "boolean", "choice", "list"]
+VariableType = Literal["string", "text", "integer", "number", "boolean", "choice", "list", "image", "audio"]
+# `image` / `audio`: an uploaded asset's or a finished job's artifact's id; submit_job checks it is the tenant's.
+ASSET_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 # Upper bounds when a spec gives none: a variable is never an unbounded string.
 DEFAULT_MAX_LENGTH = {"string": 300, "text": 4000}
 
@@ -53,6 +55,9 @@ def _annotation(spec: VariableSpec) -> Any:
                 max_length=spec.max_length or DEFAULT_MAX_LENGTH[spec.type],
             ),
         ]
+    if spec.type in ("image", "audio"):
+        extra = {"format": "aigc-asset-id", "x-aigc-asset": {"kind": spec.type}}
+        return Annotated[str, Field(min_length=36, max_length=36, pattern=ASSET_ID_PATTERN, json_schema_extra=extra)]
     if spec.type == "integer":
         return Annotated[int, Field(strict=True, ge=spec.minimum, le=spec.maximum)]
     if spec.type == "number":

@@ -80,3 +80,10 @@ def asset_plugins(asset_models: dict[str, Path], tiny_models: dict[str, Path], d
         },
     )
     PluginRecord.objects.filter(name="transformers-transcribe").update(model_id=str(asset_models["whisper"]))
+
+
+@pytest.fixture
+def catalogue(db: Any) -> None:
+    from scenarios.core.catalogue import load_catalogue
+
+    load_catalogue()
