@@ -5,7 +5,9 @@ Walks are iterative: a hostile body nested hundreds deep must give a 400, not a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -76,3 +78,49 @@ class RefuseNulInRequest:
             body["error"]["fields"] = [{"field": field, "code": "null_character", "message": message}]
             return JsonResponse(body, status=400)
         return self.get_response(request)
+
+
+# ---- no server paths in API output ------------------------------------------------------------------------
+
+MODEL_KEYS = {"model_id", "default_model", "model"}
+# An absolute path of two or more parts, not part of a URL ("https://host/a/b") or a word ("and/or").
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])(?:/[\w.@+-]+){2,}/?")
+
+
+def is_local_path(value: str) -> bool:
+    """A model id that names a folder on the server rather than a Hub id (`org/name`)."""
+    return (
+        value.startswith(("/", "~", "./", "../", "file:"))
+        or "\\" in value
+        or value.count("/") > 1
+        or re.match(r"^[A-Za-z]:", value) is not None
+    )
+
+
+def public_model_id(value: Any) -> Any:
+    """Hub ids as they are; a local model folder as `local:<folder name>`, never its full path."""
+    if isinstance(value, str) and value and is_local_path(value):
+        name = PurePath(value.replace("\\", "/").rstrip("/")).name or "model"
+        return f"local:{name}"
+    return value
+
+
+def scrub_paths(text: Any) -> Any:
+    """A message with every absolute server path cut to its last part (`…/name`)."""
+    if not isinstance(text, str) or "/" not in text:
+        return text
+    return _SERVER_PATH.sub(lambda m: f"…/{PurePath(m.group(0).rstrip('/')).name}", text)
+
+
+def scrub_model_ids(value: Any, depth: int = 0) -> Any:
+    """A copy of a result (dicts and lists) whose `model_id` / `default_model` / `model` strings are public."""
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: public_model_id(v) if k in MODEL_KEYS and isinstance(v, str) else scrub_model_ids(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub_model_ids(v, depth + 1) for v in value]
+    return value

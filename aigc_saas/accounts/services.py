@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
@@ -90,3 +91,23 @@ def revoke_api_key(key: ApiKey) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     return key
+
+
+KEY_ACTIVE_CACHE_SECONDS = 2.0
+_key_active_cache: dict[object, tuple[float, bool]] = {}
+
+
+def key_is_active(key_id: object) -> bool:
+    """Whether the key may still be used (not revoked, not expired, tenant active). Long-lived streams ask this
+    between events, so it is cached per process for at most KEY_ACTIVE_CACHE_SECONDS: a revocation ends them
+    within that time, and a busy stream costs one small query every 2 s, not one per event."""
+    now = time.monotonic()
+    cached = _key_active_cache.get(key_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
+    active = key is not None and key.is_active and key.tenant.is_active
+    if len(_key_active_cache) > 10_000:  # ids of keys long gone: start over rather than grow
+        _key_active_cache.clear()
+    _key_active_cache[key_id] = (now + KEY_ACTIVE_CACHE_SECONDS, active)
+    return active

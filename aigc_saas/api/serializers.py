@@ -9,6 +9,7 @@ from rest_framework.reverse import reverse
 
 from aigc_saas.jobs.models import Artifact, Job, JobState
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
+from aigc_saas.validation import public_model_id, scrub_model_ids, scrub_paths
 
 
 class JobCreateSerializer(serializers.Serializer):
@@ -97,7 +98,14 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ErrorSerializer(allow_null=True))
     def get_error(self, obj: Job) -> dict[str, str] | None:
-        return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None
+        return {"code": obj.error_code, "message": scrub_paths(obj.error_message)} if obj.error_code else None
+
+    def to_representation(self, instance: Job) -> dict[str, Any]:
+        # No server paths: a model loaded from a local folder shows as `local:<folder name>`.
+        data = super().to_representation(instance)
+        data["model_id"] = public_model_id(data.get("model_id"))
+        data["result"] = scrub_model_ids(data.get("result"))
+        return data
 
 
 class GeneratorSerializer(serializers.ModelSerializer):
@@ -117,13 +125,28 @@ class GeneratorSerializer(serializers.ModelSerializer):
         ]
 
     def get_default_model(self, obj: PluginRecord) -> str:
-        return self.context["default_models"].get(obj.name, obj.model_id)
+        return public_model_id(self.context["default_models"].get(obj.name, obj.model_id))
 
 
 class PluginProblemSerializer(serializers.ModelSerializer):
+    """Tenants see which plugin and the code; the distribution, message (tracebacks, paths) and time are for staff."""
+
+    STAFF_ONLY = ("distribution", "message", "seen_at")
+    distribution = serializers.CharField(required=False, help_text="Staff only.")
+    message = serializers.CharField(required=False, help_text="Staff only.")
+    seen_at = serializers.DateTimeField(required=False, help_text="Staff only.")
+
     class Meta:
         model = PluginProblemRecord
         fields = ["entry_point", "distribution", "code", "message", "seen_at"]
+
+    def to_representation(self, instance: PluginProblemRecord) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if not getattr(getattr(request, "user", None), "is_staff", False):  # API keys are tenants, never staff
+            for name in self.STAFF_ONLY:
+                data.pop(name, None)
+        return data
 
 
 class QuotasSerializer(serializers.Serializer):

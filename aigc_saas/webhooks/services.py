@@ -20,6 +20,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from aigc_saas.jobs.models import Job
+from aigc_saas.validation import scrub_model_ids, scrub_paths
 from aigc_saas.webhooks import transport
 from aigc_saas.webhooks.models import DeliveryStatus, WebhookDelivery
 from aigc_saas.webhooks.policy import ResolveFailed, UrlRefused, check_target
@@ -41,8 +42,8 @@ def job_event(job: Job) -> dict[str, Any]:
             "generator": job.generator,
             "state": job.state,
             "progress": job.progress,
-            "result": job.result,
-            "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+            "result": scrub_model_ids(job.result),  # as the API shows it: no server paths
+            "error": {"code": job.error_code, "message": scrub_paths(job.error_message)} if job.error_code else None,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
             "url": f"/api/v1/jobs/{job.pk}",
         },
