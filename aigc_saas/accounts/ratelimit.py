@@ -104,7 +104,7 @@ def take(
         return _open(capacity, window)
     try:
         allowed, tokens = _client.script()(keys=[KEY_PREFIX + bucket], args=[rate, capacity, cost, need])
-    except redis.RedisError as exc:
+    except Exception as exc:  # noqa: BLE001 - the limiter must never turn a request into a 500 (bad URL, outage…)
         _client.down_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
         logger.warning(
             "rate limits are not enforced for %.0f s: Redis at %s failed (%s)",

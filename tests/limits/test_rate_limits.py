@@ -152,3 +152,8 @@ def test_reset_all_forgets_every_bucket(acme, tenant) -> None:  # noqa: ANN001
     assert ratelimit.reset_all() >= 1
 
     assert acme.get("/api/v1/generators").status_code == 200
+
+
+def test_a_malformed_redis_url_also_fails_open(acme, settings) -> None:  # noqa: ANN001
+    settings.REDIS_URL = "not-a-url://"
+    assert acme.get("/api/v1/generators").status_code == 200
