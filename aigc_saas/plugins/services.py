@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -16,20 +20,93 @@ from aigc_saas.errors import InvalidInput, ServiceError
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from generators.base import Generator, GeneratorConfig
 from generators.errors import ParamsInvalid
-from generators.registry import PluginInfo, Registry, discover, secret_config_fields
+from generators.registry import PluginInfo, Registry, discover, prepare_rescan, secret_config_fields
 
 DEVICE_QUEUES = {"cuda": "gpu", "mps": "gpu", "cpu": "cpu"}
+log = logging.getLogger(__name__)
 
 
-@functools.cache
+# Every process keeps the registry it loaded; a re-scan anywhere (admin, `sync_plugins`, migrate) bumps this
+# Redis counter, and each process compares it with its own at most once per STAMP_CHECK_SECONDS and re-scans
+# when it moved: an installed, upgraded or removed plugin reaches every web and worker process, no restart.
+STAMP_KEY = "aigc:plugins:registry-stamp"
+STAMP_CHECK_SECONDS = 1.0
+STAMP_RETRY_SECONDS = 5.0  # after the broker failed to answer: do not pay its timeout on every call
+
+
+@dataclass
+class _Loaded:
+    registry: Registry | None = None
+    stamp: bytes | None = None
+    next_check: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_loaded = _Loaded()
+
+
 def registry() -> Registry:
-    """The plugins installed in this process (loaded once; `reload_registry` after installing one)."""
-    return discover(blocked=settings.AIGC_BLOCKED_PLUGINS)
+    """The plugins installed, as this process last scanned them (re-scanned when another process re-scanned)."""
+    now = time.monotonic()
+    if _loaded.registry is not None and now < _loaded.next_check:
+        return _loaded.registry
+    with _loaded.lock:
+        if _loaded.registry is None or now >= _loaded.next_check:
+            stamp, ok = read_stamp()
+            _loaded.next_check = now + (STAMP_CHECK_SECONDS if ok else STAMP_RETRY_SECONDS)
+            if _loaded.registry is None:
+                _loaded.registry, _loaded.stamp = discover(blocked=settings.AIGC_BLOCKED_PLUGINS), stamp
+            elif ok and stamp != _loaded.stamp:
+                log.info("plugin registry stamp moved (%s -> %s): re-scanning plugins", _loaded.stamp, stamp)
+                _loaded.registry = _rescan(_loaded.registry)
+                _loaded.stamp = stamp
+        return _loaded.registry
 
 
 def reload_registry() -> Registry:
-    registry.cache_clear()
-    return registry()
+    """Re-scan in this process now (after `pip install`); `sync_plugins` then tells the other processes."""
+    with _loaded.lock:
+        _loaded.registry = _rescan(_loaded.registry)
+        _loaded.stamp, ok = read_stamp()
+        _loaded.next_check = time.monotonic() + (STAMP_CHECK_SECONDS if ok else STAMP_RETRY_SECONDS)
+        return _loaded.registry
+
+
+def _rescan(previous: Registry | None) -> Registry:
+    prepare_rescan(previous)
+    return discover(blocked=settings.AIGC_BLOCKED_PLUGINS)
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def read_stamp() -> tuple[bytes | None, bool]:
+    """The shared registry stamp and whether Redis answered (None: no re-scan recorded yet)."""
+    try:
+        client = _redis()
+        try:
+            return client.get(STAMP_KEY), True
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        log.debug("plugin registry stamp unreadable: %s", exc)
+        return None, False
+
+
+def bump_stamp() -> None:
+    """Tell every process to re-scan; this one already has, so it takes the new stamp without re-scanning."""
+    try:
+        client = _redis()
+        try:
+            stamp = str(client.incr(STAMP_KEY)).encode()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        log.warning("could not tell other processes to re-scan plugins (Redis: %s); they keep their list", exc)
+        return
+    with _loaded.lock:
+        _loaded.stamp = stamp
 
 
 def plugin_class(name: str) -> type[Generator]:
@@ -64,6 +141,7 @@ def sync_plugins() -> list[PluginRecord]:
         PluginProblemRecord(entry_point=p.entry_point, distribution=p.distribution, code=p.code, message=p.message)
         for p in reg.problems
     )
+    transaction.on_commit(bump_stamp)
     return records
 
 
