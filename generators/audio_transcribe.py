@@ -97,12 +97,15 @@ class TranscribeGenerator(Generator):
                 raise JobCancelled(f"the job was cancelled after {number - 1} of {len(starts)} windows")
             chunk = audio.waveform[start : start + window]
             offset = start / audio.sample_rate
+            span = (0.99 * (number - 1) / len(starts), 0.99 / len(starts))
             try:
-                segments += self._window_segments(chunk, offset, params, ctx)
+                segments += self._window_segments(chunk, offset, params, ctx, span)
             except Exception as exc:
                 if is_oom(exc):
                     raise OutOfMemory(f"`{ctx.device.device}` ran out of memory transcribing") from exc
                 raise
+            if ctx.cancelled():
+                raise JobCancelled(f"the job was cancelled during window {number} of {len(starts)}")
             ctx.progress(0.99 * number / len(starts), f"window {number}/{len(starts)}")
         text = " ".join(s["text"] for s in segments if s["text"]).strip()
         metadata = {
@@ -119,10 +122,22 @@ class TranscribeGenerator(Generator):
         return GenerationResult(text=text, data={"text": text, "segments": segments}, metadata=metadata)
 
     def _window_segments(
-        self, chunk: Any, offset: float, params: TranscribeParams, ctx: GenerationContext
+        self, chunk: Any, offset: float, params: TranscribeParams, ctx: GenerationContext, span: tuple[float, float]
     ) -> list[dict[str, Any]]:
         """Whisper on one window (at most 30 s), its segments moved to the recording's timeline."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class ReportAndWatch(StoppingCriteria):
+            """Progress per decoded token, and a cancel request stops decoding at the next token."""
+
+            steps = 0
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                self.steps += 1
+                done = min(1.0, self.steps / params.max_new_tokens)
+                ctx.progress(span[0] + span[1] * done, f"token {self.steps}")
+                return torch.full((input_ids.shape[0],), ctx.cancelled(), dtype=torch.bool, device=input_ids.device)
 
         features = self.processor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         features = features.to(ctx.device.device, dtype=self.model.dtype)
@@ -133,6 +148,7 @@ class TranscribeGenerator(Generator):
                 language=params.language,
                 task=params.task,
                 max_new_tokens=params.max_new_tokens,
+                stopping_criteria=StoppingCriteriaList([ReportAndWatch()]),
             )
         decoded = self.processor.tokenizer.decode(tokens[0], output_offsets=True, skip_special_tokens=True)
         length = len(chunk) / SAMPLE_RATE

@@ -388,3 +388,78 @@ def batch_problems(plugin: Generator, params: BaseModel, device: DeviceChoice = 
         else:
             problems += [f"batch item {i}: {p}" for p in output_problems(cls, result)]
     return problems
+
+
+# --- asset inputs ----------------------------------------------------------------------------------------------
+
+
+def params_with_inputs(
+    cls: type[Generator], sample_params: dict[str, Any], sample_inputs: dict[str, bytes] | None = None
+) -> BaseModel:
+    """The sample params as the worker hands them over: each asset id replaced by its decoded sample file."""
+    from generators.assets import asset_fields, decode, with_inputs
+
+    params = cls.validate_params(copy.deepcopy(sample_params))
+    specs = asset_fields(cls.Params)
+    decoded = {
+        name: decode(specs[name], data, asset_id=str(sample_params.get(name, "")))
+        for name, data in (sample_inputs or {}).items()
+        if name in specs and sample_params.get(name) is not None
+    }
+    return with_inputs(params, decoded) if decoded else params
+
+
+def asset_problems(
+    cls: type[Generator], sample_params: dict[str, Any], sample_inputs: dict[str, bytes] | None = None
+) -> list[str]:
+    """Asset params: typed with generators.assets helpers, top-level, published with their kind and types, and
+    every asset id in the sample has a sample file that decodes to what `generate` will receive."""
+    from generators.assets import ASSET_ID_FORMAT, AssetRejected, AudioData, asset_fields, decode, is_image
+
+    name = cls.Params.__name__
+    specs = asset_fields(cls.Params)
+    problems = [
+        f"`{name}.{field}` hides an asset input inside a list or model: declare each asset as its own top-level "
+        "field (`ImageInput`, `ImageInput | None`…) so the platform can check and decode it"
+        for field in nested_asset_fields(cls.Params)
+    ]
+    schema = cls.Params.model_json_schema()
+    for field, spec in specs.items():
+        prop = _resolve(schema.get("properties", {}).get(field, {}), schema)
+        branches = [_resolve(b, schema) for b in prop.get("anyOf", [prop])]
+        published = [b for b in branches if b.get("format") == ASSET_ID_FORMAT]
+        if not published or published[0].get("x-aigc-asset", {}).get("kind") != spec.kind:
+            problems.append(
+                f"`{name}.{field}` is an asset input but its JSON Schema does not say so (format "
+                f"{ASSET_ID_FORMAT!r} with `x-aigc-asset`); do not override the schema of generators.assets types"
+            )
+    inputs = sample_inputs or {}
+    for field in sorted(set(inputs) - set(specs)):
+        problems.append(f"`sample_inputs[{field!r}]` is given but `{name}.{field}` is not an asset input")
+    for field, spec in specs.items():
+        if sample_params.get(field) is None:
+            continue
+        if field not in inputs:
+            problems.append(
+                f"`sample_params[{field!r}]` names an asset: give its file in `sample_inputs[{field!r}]` "
+                "(bytes), so the kit can hand `generate` the decoded input as the worker does"
+            )
+            continue
+        try:
+            value = decode(spec, inputs[field], asset_id=str(sample_params[field]))
+        except AssetRejected as exc:
+            problems.append(f"`sample_inputs[{field!r}]` is refused for this input: {exc.message} ({exc.code})")
+            continue
+        if spec.kind == "image" and not (is_image(value) and value.mode == spec.mode):
+            problems.append(f"`{field}` decoded to {value!r}, not a PIL image in mode {spec.mode!r}")
+        if spec.kind == "audio" and not (
+            isinstance(value, AudioData) and value.sample_rate == (spec.sample_rate or value.sample_rate)
+        ):
+            problems.append(f"`{field}` decoded to {value!r}, not AudioData at {spec.sample_rate} Hz")
+    return problems
+
+
+def nested_asset_fields(params_cls: type[BaseModel]) -> list[str]:
+    from generators.assets import nested_asset_fields as nested
+
+    return nested(params_cls)

@@ -14,7 +14,6 @@ Outside pytest, `check_plugin(MyPlugin, sample_params={...})` runs the same chec
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,6 +26,7 @@ from generators.testing.checks import (
     CPU,
     HEAVY_MODULES,
     ContractViolation,
+    asset_problems,
     batch_problems,
     cancellation_problems,
     declaration_problems,
@@ -36,6 +36,7 @@ from generators.testing.checks import (
     metadata_problems,
     output_problems,
     params_problems,
+    params_with_inputs,
     progress_problems,
 )
 from hardware import DeviceChoice
@@ -45,6 +46,7 @@ __all__ = [
     "ContractReport",
     "ContractViolation",
     "PluginContract",
+    "asset_problems",
     "batch_problems",
     "cancellation_problems",
     "check_plugin",
@@ -81,6 +83,7 @@ def check_plugin(
     *,
     device: DeviceChoice = CPU,
     heavy_modules: tuple[str, ...] = HEAVY_MODULES,
+    sample_inputs: dict[str, bytes] | None = None,
 ) -> ContractReport:
     """Every check of the kit, without pytest; `report.raise_for_problems()` turns it into a failure."""
     report = ContractReport(getattr(cls, "name", repr(cls)))
@@ -89,12 +92,15 @@ def check_plugin(
         return report
     report.problems["params"] = params_problems(cls, sample_params)
     report.problems["invalid params"] = invalid_params_problems(cls, sample_params)
+    report.problems["asset inputs"] = asset_problems(cls, sample_params, sample_inputs)
+    if report.problems["asset inputs"]:
+        return report
     report.problems["import weight"] = import_problems(cls, heavy_modules)
     plugin_config = cls.validate_config(config or {})
     plugin = cls(plugin_config)
     plugin.setup(device)
     try:
-        params = cls.validate_params(copy.deepcopy(sample_params))
+        params = params_with_inputs(cls, sample_params, sample_inputs)
         ctx = LocalContext(device)
         result = plugin.generate(params, ctx)
         report.problems["outputs"] = output_problems(cls, result)
@@ -126,6 +132,8 @@ class PluginContract:
     heavy_modules: ClassVar[tuple[str, ...]] = HEAVY_MODULES
     # (params, field) pairs that must be refused, on top of the cases the kit derives from the schema.
     invalid_params: ClassVar[list[tuple[dict[str, Any], str]]] = []
+    # File bytes for each asset param the sample names: decoded as the worker decodes them before `generate`.
+    sample_inputs: ClassVar[dict[str, bytes]] = {}
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -144,12 +152,12 @@ class PluginContract:
     @pytest.fixture(scope="class")
     @classmethod
     def sample_run(cls, loaded_plugin: Generator) -> tuple[GenerationResult, LocalContext, BaseModel]:
-        params = cls.plugin.validate_params(copy.deepcopy(cls.sample_params))
+        params = params_with_inputs(cls.plugin, cls.sample_params, cls.sample_inputs)
         ctx = LocalContext(cls.device)
         return loaded_plugin.generate(params, ctx), ctx, params
 
     def _params(self) -> BaseModel:
-        return self.plugin.validate_params(copy.deepcopy(self.sample_params))
+        return params_with_inputs(self.plugin, self.sample_params, self.sample_inputs)
 
     def test_declares_a_sound_contract(self) -> None:
         fail_on(declaration_problems(self.plugin), f"{self.plugin.__name__} breaks the contract")
@@ -160,6 +168,10 @@ class PluginContract:
     def test_invalid_params_raise_params_invalid(self) -> None:
         problems = invalid_params_problems(self.plugin, self.sample_params, self.invalid_params)
         fail_on(problems, f"{self.plugin.__name__}.validate_params")
+
+    def test_asset_inputs_are_typed_and_their_samples_decode(self) -> None:
+        problems = asset_problems(self.plugin, self.sample_params, self.sample_inputs)
+        fail_on(problems, f"{self.plugin.__name__} asset inputs")
 
     def test_module_imports_without_heavy_libraries(self) -> None:
         fail_on(import_problems(self.plugin, self.heavy_modules), f"importing {self.plugin.__module__}")

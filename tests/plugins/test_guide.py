@@ -53,7 +53,7 @@ def test_the_guide_package_passes_its_own_contract_test(guide_package: Path) -> 
         timeout=180,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "9 passed" in run.stdout
+    assert "10 passed" in run.stdout
 
 
 def test_the_guide_package_builds_installs_and_is_discovered(guide_package: Path, tmp_path: Path) -> None:
@@ -87,7 +87,10 @@ def test_the_guide_snippets_run_in_order(guide_package: Path, monkeypatch: pytes
     contracts = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, PluginContract)]
     for contract in contracts:
         if contract is not PluginContract:  # the kit classes the guide defines, run as pytest would
-            check_plugin(contract.plugin, contract.sample_params, contract.config).raise_for_problems()
+            report = check_plugin(
+                contract.plugin, contract.sample_params, contract.config, sample_inputs=contract.sample_inputs
+            )
+            report.raise_for_problems()
     sys.modules.pop("aigc_plugin_acrostic", None)
 
 
