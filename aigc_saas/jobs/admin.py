@@ -1,6 +1,8 @@
 import json
 
 from django.contrib import admin, messages
+from django.http import FileResponse, Http404, HttpRequest
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from aigc_saas.errors import ServiceError
@@ -9,12 +11,39 @@ from aigc_saas.jobs.models import Artifact, Job, WorkerStatus
 from aigc_saas.jobs.services import cancel_job
 
 
+def artifact_preview(artifact: Artifact) -> str:
+    """An image shown, an audio player, or a download link, all served by the admin's own content view."""
+    if artifact.pk is None:
+        return ""
+    url = reverse("admin:jobs_job_artifact_content", args=[artifact.job_id, artifact.pk])
+    if artifact.content_type.startswith("image/"):
+        return format_html(
+            '<a href="{}"><img src="{}" alt="{}" class="aigc-artifact-image" style="max-width: 320px; '
+            'max-height: 320px"></a>',
+            url,
+            url,
+            artifact.filename,
+        )
+    if artifact.content_type.startswith("audio/"):
+        return format_html(
+            '<audio controls preload="metadata" src="{}" class="aigc-artifact-audio"></audio><br><a href="{}">{}</a>',
+            url,
+            url,
+            artifact.filename,
+        )
+    return format_html('<a href="{}">{}</a>', url, artifact.filename)
+
+
 class ArtifactInline(admin.TabularInline):
     model = Artifact
     extra = 0
     can_delete = False
-    fields = ["index", "filename", "content_type", "size", "sha256", "file", "metadata"]
+    fields = ["index", "preview", "filename", "content_type", "size", "sha256", "metadata"]
     readonly_fields = fields
+
+    @admin.display(description="preview")
+    def preview(self, obj: Artifact) -> str:
+        return artifact_preview(obj)
 
     def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
         return False
@@ -68,6 +97,23 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:  # noqa: ANN001
         return False  # jobs are submitted through the API, which validates them
+
+    def get_urls(self) -> list:
+        content = path(
+            "<uuid:job_id>/artifacts/<uuid:artifact_id>/content/",
+            self.admin_site.admin_view(self.artifact_content),
+            name="jobs_job_artifact_content",
+        )
+        return [content, *super().get_urls()]
+
+    def artifact_content(self, request: HttpRequest, job_id: str, artifact_id: str) -> FileResponse:
+        """The stored file, for staff who may view jobs (the API's content URL needs a tenant's key)."""
+        if not self.has_view_permission(request):
+            raise Http404("no such artifact")
+        artifact = Artifact.objects.filter(job_id=job_id, pk=artifact_id).first()
+        if artifact is None:
+            raise Http404("no such artifact")
+        return FileResponse(artifact.file.open("rb"), content_type=artifact.content_type, filename=artifact.filename)
 
     def has_change_permission(self, request, obj=None) -> bool:  # noqa: ANN001
         return False  # state changes go through services (see the cancel action)
