@@ -183,3 +183,14 @@ def test_an_input_gone_before_the_worker_runs_fails_the_job_with_a_code(tenant) 
         attach_inputs(job, params)
 
     assert caught.value.code == "asset_missing" and "`params.init_image`" in caught.value.message
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("MP3", "MPEG_LAYER_III"), ("OGG", "VORBIS"), ("OGG", "OPUS")])
+def test_compressed_recordings_decode_to_a_waveform_for_the_plugin(fmt: str, subtype: str) -> None:
+    from generators.assets import asset_fields, decode
+
+    spec = asset_fields(TranscribeGenerator.Params)["audio"]
+    audio = decode(spec, audio_bytes(2.0, 48000, fmt, subtype), asset_id="x")
+
+    assert audio.sample_rate == 16000 and audio.duration == pytest.approx(2.0, abs=0.1)
+    assert 0.05 < float(abs(audio.waveform).max()) <= 1.0  # the tone survived the codec
