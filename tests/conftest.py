@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.accounts", "tests.fixtures.models"]
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="aigc-tests-"))
@@ -34,3 +36,11 @@ def pytest_unconfigure(config) -> None:  # noqa: ANN001
     from tests.fixtures import stack
 
     stack.stop_session_redis()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Every test starts with full token buckets: the suite shares one Redis and one client address."""
+    from aigc_saas.accounts.ratelimit import reset_all
+
+    reset_all()

@@ -50,7 +50,7 @@ def test_quotas_of_one_tenant_do_not_touch_another(acme, globex, tenant) -> None
 
 
 def test_the_account_endpoint_shows_quotas_usage_and_the_webhook_secret(acme, tenant, tenant_key) -> None:  # noqa: ANN001
-    tenant.max_jobs_per_day = 10
+    tenant.max_jobs_per_day, tenant.max_active_jobs = 10, None
     tenant.save()
     submit(acme)
     account = acme.get("/api/v1/account").json()

@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from aigc_saas.accounts.services import key_is_active
 from aigc_saas.api.errors import json_error
 from aigc_saas.api.serializers import JobSerializer
 from aigc_saas.errors import NotFound
@@ -49,16 +50,6 @@ def _job_or_404(drf_request: Request, job_id: Any) -> Job:
 def _serialized(job_id: Any, drf_request: Request) -> dict[str, Any]:
     job = Job.objects.prefetch_related("artifacts").get(pk=job_id)
     return JobSerializer(job, context={"request": drf_request}).data
-
-
-def _key_active(key_id: Any) -> bool:
-    from aigc_saas.accounts.models import ApiKey
-
-    key = ApiKey.objects.filter(pk=key_id).first()
-    if key is None:
-        return False
-    active = getattr(key, "is_active", None)
-    return bool(active()) if callable(active) else key.revoked_at is None
 
 
 def as_documented(view: Callable, documented: type[APIView]) -> Callable:
@@ -137,7 +128,7 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
         ):
             if time.monotonic() - last_key_check >= KEY_CHECK_SECONDS:
                 last_key_check = time.monotonic()
-                if not await sync_to_async(_key_active)(key_id):
+                if not await sync_to_async(key_is_active)(key_id):
                     yield _frame(
                         "error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"}
                     )
