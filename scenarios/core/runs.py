@@ -193,8 +193,12 @@ def _advance(run: Run) -> None:
         try:
             output["data"] = parse_structured(output["text"], schema)
         except StructuredOutputInvalid as exc:
-            if step.state == RunStep.State.RUNNING:
+            constrained = bool((job.params or {}).get("response_format"))
+            if step.state == RunStep.State.RUNNING and not constrained:
                 _submit_repair(step, job, exc.message)
+            elif constrained:
+                # Decoding was constrained to the schema, so a repair job would meet the same grammar: fail clearly.
+                _fail_step(run, step, "structured_output_invalid", f"job {job.pk}: {exc.message}")
             else:
                 first = step.error_message or "the first output did not parse"
                 _fail_step(

@@ -116,15 +116,24 @@ def render_params(version: TemplateVersion, variables: dict[str, Any], overrides
     params = {**version.default_params, **overrides}
     for param, source in version.prompts.items():
         params[param] = render(source, variables, field=f"prompts.{param}")
-    if version.output_schema is not None:
-        params["prompt"] = f"{params['prompt']}\n\n{format_instruction(version.output_schema)}"
     cls = registry().get(version.generator).cls
+    if version.output_schema is not None:
+        # The instruction tells the model what the fields mean; a generator that constrains its decoding to the
+        # schema makes the output valid by construction, the others get a repair pass after the fact (runs.py).
+        params["prompt"] = f"{params['prompt']}\n\n{format_instruction(version.output_schema)}"
+        if constrains_output(cls):
+            params["response_format"] = {"type": "json_schema", "schema": version.output_schema}
     try:
         cls.validate_params(params)
     except ParamsInvalid as exc:
         fields = [{**e, "field": f"params.{e['field']}", "message": f"`params.{e['message'][1:]}"} for e in exc.errors]
         raise InvalidInput("; ".join(f["message"] for f in fields), code="invalid_params", fields=fields) from None
     return params
+
+
+def constrains_output(cls: Any) -> bool:
+    """Whether a generator plugin accepts `response_format` (grammar-constrained JSON output)."""
+    return "response_format" in getattr(getattr(cls, "Params", None), "model_fields", {})
 
 
 def visible_templates(tenant: Tenant | None) -> QuerySet[Template]:

@@ -9,6 +9,7 @@ from aigc_saas.jobs import services as jobs
 from generators.base import GenerationResult
 from scenarios.core import runs
 from scenarios.core.models import Recipe, Template
+from scenarios.core.templates import render_params
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,32 @@ def test_valid_structured_output_lands_in_the_run_result(catalogue, tenant) -> N
     assert run.steps.get().output["data"]["slug"] == "dog-grooming-manchester"
 
 
-def test_unparseable_output_gets_one_repair_job_that_can_fix_it(catalogue, tenant) -> None:  # noqa: ANN001
+@pytest.fixture
+def unconstrained(monkeypatch) -> None:  # noqa: ANN001
+    """The text generator as a plugin that cannot constrain its output (no `response_format` param)."""
+    monkeypatch.setattr("scenarios.core.templates.constrains_output", lambda cls: False)
+
+
+def test_a_structured_template_asks_a_generator_that_can_constrain_for_its_schema(catalogue, tenant) -> None:  # noqa: ANN001
+    version = template("marketing", "seo-meta").latest
+
+    params = render_params(version, SEO, {})
+
+    assert params["response_format"] == {"type": "json_schema", "schema": version.output_schema}
+
+
+def test_constrained_output_that_still_does_not_validate_fails_without_a_repair_job(catalogue, tenant) -> None:  # noqa: ANN001
+    run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
+    finish(current_job(run), '{"title": "Dog grooming"}')
+
+    run = runs.advance_run(run.pk)
+
+    assert run.state == "failed" and run.error_code == "structured_output_invalid"
+    assert run.steps.get().repair_job is None
+    assert "'meta_description' is a required property" in run.error_message
+
+
+def test_unparseable_output_gets_one_repair_job_that_can_fix_it(catalogue, tenant, unconstrained) -> None:  # noqa: ANN001
     run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
     first = current_job(run)
     finish(first, "Title: Dog grooming Manchester. Description: lovely grooms.")
@@ -69,7 +95,7 @@ def test_unparseable_output_gets_one_repair_job_that_can_fix_it(catalogue, tenan
     assert runs.advance_run(run.pk).state == "succeeded"
 
 
-def test_output_still_invalid_after_the_repair_fails_the_run_clearly(catalogue, tenant) -> None:  # noqa: ANN001
+def test_output_still_invalid_after_the_repair_fails_the_run_clearly(catalogue, tenant, unconstrained) -> None:  # noqa: ANN001
     run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
     finish(current_job(run), "no json here")
     runs.advance_run(run.pk)
@@ -84,7 +110,7 @@ def test_output_still_invalid_after_the_repair_fails_the_run_clearly(catalogue, 
     assert "'meta_description' is a required property" in run.error_message
 
 
-def test_advancing_twice_does_nothing_more(catalogue, tenant) -> None:  # noqa: ANN001
+def test_advancing_twice_does_nothing_more(catalogue, tenant, unconstrained) -> None:  # noqa: ANN001
     run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
     finish(current_job(run), "no json here")
     runs.advance_run(run.pk)

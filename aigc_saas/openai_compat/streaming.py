@@ -1,0 +1,120 @@
+"""Relay a text job's `token` events as OpenAI's server-sent chunks, ending with `data: [DONE]`.
+
+Chunks carry exactly the engine's deltas, so they concatenate to the job's final text. With n > 1 the jobs'
+streams are merged as they come, each delta tagged with its choice index. When the client goes away the
+generator is closed (or its task cancelled) before the end: the jobs are cancelled then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from aigc_saas.jobs import events
+from aigc_saas.jobs.models import Job
+from aigc_saas.openai_compat.results import cancel, finish_reason, job_failure, usage
+
+HEARTBEAT_SECONDS = 15.0
+
+
+def _data(payload: Any) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+async def _merged(job_ids: list[Any]) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+    """(choice index, event, data) from every job's stream, in arrival order, until each has ended."""
+    queue: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue()
+
+    async def pump(index: int, job_id: Any) -> None:
+        try:
+            async for _id, event, data in events.follow(
+                job_id, timeout=settings.AIGC_OPENAI_WAIT_SECONDS, heartbeat=HEARTBEAT_SECONDS
+            ):
+                await queue.put((index, event, data))
+                if event == "end":
+                    return
+        finally:
+            await queue.put((index, "closed", {}))
+
+    tasks = [asyncio.create_task(pump(index, job_id)) for index, job_id in enumerate(job_ids)]
+    open_streams = len(tasks)
+    try:
+        while open_streams:
+            index, event, data = await queue.get()
+            if event == "closed":
+                open_streams -= 1
+                continue
+            yield index, event, data
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _load(job_ids: list[Any]) -> list[Job]:
+    jobs = {job.pk: job for job in Job.objects.filter(pk__in=job_ids)}
+    return [jobs[pk] for pk in job_ids]
+
+
+async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> AsyncIterator[str]:
+    """`kind` is `chat` (chat.completion.chunk) or `completion` (text_completion)."""
+    job_ids = [job.pk for job in jobs]
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    head = {
+        "id": f"{prefix}-{jobs[0].pk.hex}",
+        "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+        "created": int(jobs[0].created_at.timestamp()),
+        "model": model,
+    }
+    if kind == "chat":
+        head["system_fingerprint"] = None
+
+    def choice(index: int, text: str | None, finish_reason: str | None, *, role: bool = False) -> dict[str, Any]:
+        if kind == "chat":
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            if role:
+                delta["role"] = "assistant"
+            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+    def chunk(*choices: dict[str, Any], **extra: Any) -> str:
+        return _data({**head, "choices": list(choices), **extra, **({"usage": None} if include_usage else {})})
+
+    complete = False
+    try:
+        if kind == "chat":
+            yield chunk(*(choice(i, "", None, role=True) for i in range(len(jobs))))
+        async for index, event, data in _merged(job_ids):
+            if event == "token" and data.get("text"):
+                yield chunk(choice(index, data["text"], None))
+            elif event == "heartbeat":
+                yield ": keep-alive\n\n"  # also how a closed connection is noticed while the job is quiet
+        finished = await sync_to_async(_load)(job_ids)
+        failures = [f for f in map(job_failure, finished) if f is not None]
+        if failures:
+            failure = failures[0]
+            yield _data(
+                {
+                    "error": {
+                        "message": failure.message,
+                        "type": "server_error",
+                        "param": failure.param,
+                        "code": failure.code,
+                    }
+                }
+            )
+        else:
+            yield chunk(*(choice(i, None if kind == "chat" else "", finish_reason(j)) for i, j in enumerate(finished)))
+            if include_usage:
+                yield _data({**head, "choices": [], "usage": usage(finished)})
+        yield "data: [DONE]\n\n"
+        complete = True
+    finally:
+        if not complete:
+            with contextlib.suppress(Exception):  # best effort: the connection is already gone
+                await asyncio.shield(sync_to_async(cancel)(job_ids))
