@@ -16,6 +16,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("aigc_saas.api.urls")),
+    path("v1/", include("aigc_saas.openai_compat.urls")),  # OpenAI-compatible: SDKs set base_url=.../v1
     # Apps on top of the core (the scenario apps) add their API here without the core importing them.
     *[path("api/v1/", include(module)) for module in settings.AIGC_API_MOUNTS],
 ]
