@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jinja2
 
+from generators.base import PLUGIN_API_VERSION
 from generators.registry import NAME_PATTERN
 
 TEMPLATES = Path(__file__).parent
@@ -52,6 +53,7 @@ def write_plugin_package(name: str, directory: Path, modality: str = "text") -> 
     context = {
         **names,
         "modality": modality,
+        "api_version": PLUGIN_API_VERSION,
         "description": f"{'An' if modality[0] in 'aeiou' else 'A'} {modality} generator plugin for aigc-saas.",
         "stdlib_imports": "\n".join(f"import {m}" for m in STDLIB_IMPORTS[modality]),
         "sample_params": json.dumps(SAMPLE_PARAMS[modality]),  # plain str/number values: valid Python too
