@@ -156,11 +156,17 @@ ENGINE_KV_BUDGET = Gauge(
 ENGINE_KV_USED = Gauge(
     "aigc_engine_kv_used_tokens", "KV-cache tokens in use.", ENGINE_LABELS, multiprocess_mode="livesum"
 )
+ENGINE_MAX_ROWS = Gauge(
+    "aigc_engine_max_rows", "Rows the engine may run together.", ENGINE_LABELS, multiprocess_mode="livesum"
+)
 ENGINE_STEPS = Gauge(
     "aigc_engine_steps", "Steps the engine ran since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )
 ENGINE_TOKENS = Gauge(
     "aigc_engine_tokens", "Tokens the engine produced since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
+)
+ENGINE_ITEMS = Gauge(
+    "aigc_engine_items", "Jobs the engine finished since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )
 
 

@@ -146,8 +146,10 @@ def _sample_engines() -> None:
         "waiting": metrics.ENGINE_WAITING,
         "kv_budget_tokens": metrics.ENGINE_KV_BUDGET,
         "kv_used_tokens": metrics.ENGINE_KV_USED,
+        "max_rows": metrics.ENGINE_MAX_ROWS,
         "steps_total": metrics.ENGINE_STEPS,
         "tokens_total": metrics.ENGINE_TOKENS,
+        "items_total": metrics.ENGINE_ITEMS,
     }
     for engine in engine_snapshot():
         labels = (str(engine.get("generator", "")), str(engine.get("model_id", "")), str(engine.get("device", "")))

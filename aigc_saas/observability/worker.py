@@ -36,8 +36,9 @@ def start_exporter(sender: Any = None, **kwargs: Any) -> None:
         log.warning("worker metrics not exported: port %s (AIGC_METRICS_PORT) is not free: %s", port, exc)
         return
     log.info("worker metrics at http://0.0.0.0:%s/metrics", port)
-    if getattr(sender, "pool_cls", None) is not None and "prefork" not in str(sender.pool_cls).lower():
-        start_sampler()  # solo/threads pools run jobs in this process
+    pool = getattr(sender, "pool", None)  # the consumer's pool: jobs run in this process unless it forks
+    if pool is not None and "prefork" not in type(pool).__module__:
+        start_sampler()
 
 
 def start_sampler(**kwargs: Any) -> None:
