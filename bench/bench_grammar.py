@@ -277,11 +277,10 @@ class LmFormatEnforcer:
         from lmformatenforcer import JsonSchemaParser
 
         parser = JsonSchemaParser(compiled[0])
-        try:
-            for char in text:
-                parser = parser.add_character(char)
-        except Exception:  # noqa: BLE001 - it raises on a character it cannot take
-            return False
+        for char in text:
+            if char not in parser.get_allowed_characters():  # add_character itself takes anything
+                return False
+            parser = parser.add_character(char)
         return parser.can_end()
 
     def matchers(self, compiled, rows: int) -> list:  # noqa: ANN001
