@@ -103,7 +103,9 @@ def bump_stamp() -> None:
         finally:
             client.close()
     except redis.RedisError as exc:
-        log.warning("could not tell other processes to re-scan plugins (Redis: %s); they keep their list", exc)
+        # Before Redis first answered here (e.g. `migrate` ahead of the embedded Redis), no process can be waiting.
+        level = logging.WARNING if _loaded.stamp is not None else logging.INFO
+        log.log(level, "could not tell other processes to re-scan plugins (Redis: %s); they keep their list", exc)
         return
     with _loaded.lock:
         _loaded.stamp = stamp
