@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -78,17 +79,19 @@ def _rescan(previous: Registry | None) -> Registry:
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return _client_for(settings.CELERY_BROKER_URL)
+
+
+@functools.cache
+def _client_for(url: str) -> redis.Redis:
+    # One pooled client per process (redis-py resets its pool after a fork): a check is one GET, no new connection.
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 def read_stamp() -> tuple[bytes | None, bool]:
     """The shared registry stamp and whether Redis answered (None: no re-scan recorded yet)."""
     try:
-        client = _redis()
-        try:
-            return client.get(STAMP_KEY), True
-        finally:
-            client.close()
+        return _redis().get(STAMP_KEY), True
     except redis.RedisError as exc:
         log.debug("plugin registry stamp unreadable: %s", exc)
         return None, False
@@ -97,11 +100,7 @@ def read_stamp() -> tuple[bytes | None, bool]:
 def bump_stamp() -> None:
     """Tell every process to re-scan; this one already has, so it takes the new stamp without re-scanning."""
     try:
-        client = _redis()
-        try:
-            stamp = str(client.incr(STAMP_KEY)).encode()
-        finally:
-            client.close()
+        stamp = str(_redis().incr(STAMP_KEY)).encode()
     except redis.RedisError as exc:
         # Before Redis first answered here (e.g. `migrate` ahead of the embedded Redis), no process can be waiting.
         level = logging.WARNING if _loaded.stamp is not None else logging.INFO

@@ -38,9 +38,7 @@ def test_a_bump_elsewhere_makes_this_process_rescan_once(stamp_reads, monkeypatc
     monkeypatch.setattr(services, "_rescan", lambda previous: rescans.append(1) or real(previous))
     before = services.registry()
 
-    client = services._redis()
-    client.incr(services.STAMP_KEY)  # another process re-scanned
-    client.close()
+    services._redis().incr(services.STAMP_KEY)  # another process re-scanned
     time.sleep(services.STAMP_CHECK_SECONDS + 0.1)
     after = services.registry()
     services.registry()
