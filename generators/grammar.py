@@ -213,13 +213,16 @@ class TokenConstraint:
 
     def mask_logits(self, logits: torch.Tensor) -> None:
         """Set the logits of tokens the grammar forbids next to -inf, in place; `logits` is one row (vocab,)."""
+        import torch
         import xgrammar as xgr
 
         self.matcher.fill_next_token_bitmask(self.bitmask, 0)
         self.bitmask[0] &= self.usable_now()
-        xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask.to(logits.device, non_blocking=True))
-        if self.wrapping_up:
-            self._steer_to_close(logits, min(logits.shape[-1], self._grammars.vocab_size))
+        # The engine's logits come out of inference mode; editing them in place is only allowed inside it.
+        with torch.inference_mode():
+            xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask.to(logits.device, non_blocking=True))
+            if self.wrapping_up:
+                self._steer_to_close(logits, min(logits.shape[-1], self._grammars.vocab_size))
 
     def usable_now(self) -> torch.Tensor:
         """The tokens this module allows at all at this point (a bitmask row), to AND into the grammar's."""
@@ -317,10 +320,11 @@ def mask_logits_batch(constraints: Sequence[TokenConstraint | None], logits: tor
     bitmask = xgr.allocate_token_bitmask(len(constraints), chosen[0]._grammars.vocab_size)
     _batch_matcher().batch_fill_next_token_bitmask([c.matcher for c in chosen], bitmask, indices=rows)
     bitmask[rows] &= torch.stack([c.usable_now() for c in chosen])
-    xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device, non_blocking=True), indices=rows)
-    for i, constraint in zip(rows, chosen, strict=True):
-        if constraint.wrapping_up:
-            constraint._steer_to_close(logits[i], min(logits.shape[-1], constraint._grammars.vocab_size))
+    with torch.inference_mode():
+        xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device, non_blocking=True), indices=rows)
+        for i, constraint in zip(rows, chosen, strict=True):
+            if constraint.wrapping_up:
+                constraint._steer_to_close(logits[i], min(logits.shape[-1], constraint._grammars.vocab_size))
 
 
 _batch: Any = None

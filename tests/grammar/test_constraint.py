@@ -159,3 +159,18 @@ def test_a_schema_compiles_once_per_tokenizer(tiny) -> None:  # noqa: ANN001
     assert first.matcher is not second.matcher  # each row gets its own state ...
     assert first._compiled is second._compiled  # ... over one compiled grammar
     assert warm < cold
+
+
+def test_logits_made_in_inference_mode_are_masked_outside_it(tiny) -> None:  # noqa: ANN001
+    # The engine computes logits under torch.inference_mode() and masks them after the block.
+    torch = tiny.torch
+    with torch.inference_mode():
+        logits = torch.zeros(2, tiny.vocab_size)
+    fmt = {"type": "json_schema", "schema": STRICT_CHAT_SCHEMA}
+    constraints = [compile_constraint(tiny.tokenizer, fmt, tiny.vocab_size, max_tokens=1) for _ in range(2)]
+
+    constraints[0].mask_logits(logits[0])
+    mask_logits_batch([None, constraints[1]], logits)
+
+    assert torch.equal(torch.isfinite(logits[0]), torch.isfinite(logits[1]))
+    assert 0 < int(torch.isfinite(logits[0]).sum()) < tiny.vocab_size
