@@ -174,6 +174,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "aigc_saas.assets.openapi.add_generator_params",
         "aigc_saas.accounts.schema.document_limits",
+        "aigc_saas.api.openapi_errors.document_errors",  # 400/401/404/413 from the layers before the views
     ],
     "OAS_VERSION": "3.1.0",  # JSON Schema 2020-12, what pydantic writes for plugin params
 }

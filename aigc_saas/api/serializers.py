@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
@@ -12,9 +12,23 @@ from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from aigc_saas.validation import public_model_id, scrub_model_ids, scrub_paths
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class ParamsField(serializers.JSONField):
+    """A JSON object (not null): the schema says so, and the server refuses anything else with a 400."""
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A short text job",
+            value={"generator": "transformers-text", "params": {"prompt": "Name a bakery.", "max_new_tokens": 8}},
+            request_only=True,
+        )
+    ]
+)
 class JobCreateSerializer(serializers.Serializer):
     generator = serializers.CharField(max_length=64, help_text="Name of an enabled generator (GET /generators).")
-    params = serializers.JSONField(default=dict, help_text="Validated against the generator's params JSON Schema.")
+    params = ParamsField(default=dict, help_text="Validated against the generator's params JSON Schema.")
     model = serializers.CharField(
         max_length=300, required=False, help_text="Model id to use instead of the default, where the admin allows it."
     )

@@ -144,6 +144,11 @@ class JobRefSerializer(serializers.Serializer):
     state = serializers.CharField()
 
 
+class StepErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
 class RunStepSerializer(serializers.ModelSerializer):
     template = serializers.SerializerMethodField()
     version = serializers.IntegerField(source="template_version.version")
@@ -172,7 +177,7 @@ class RunStepSerializer(serializers.ModelSerializer):
     def get_repair_job(self, obj: RunStep) -> dict[str, Any] | None:
         return self._job(obj.repair_job)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(StepErrorSerializer(allow_null=True))
     def get_error(self, obj: RunStep) -> dict[str, str] | None:
         return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None
 
@@ -185,7 +190,7 @@ class RunErrorSerializer(serializers.Serializer):
 
 class RunSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
-    recipe = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    recipe = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     steps = RunStepSerializer(many=True, read_only=True)
     result = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -199,7 +204,7 @@ class RunSerializer(serializers.ModelSerializer):
     def get_url(self, obj: Run) -> str:
         return _url("run-detail", self.context.get("request"), run_id=obj.pk)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field({"type": ["object", "null"], "additionalProperties": True})
     def get_result(self, obj: Run) -> dict[str, Any] | None:
         """The last step's output once the run succeeded: {text, data, artifacts}."""
         if obj.state != "succeeded":
