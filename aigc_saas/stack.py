@@ -168,10 +168,22 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
 
 
 HF_HOST = ("huggingface.co", 443)
+# Each default model's variable, and the tiny offline stand-in `make run` builds when the Hub is out of reach.
 MODEL_ENV = {
     "transformers-text": "AIGC_MODEL_TRANSFORMERS_TEXT",
     "diffusers-image": "AIGC_MODEL_DIFFUSERS_IMAGE",
+    "diffusers-upscale-x2": "AIGC_MODEL_DIFFUSERS_UPSCALE_X2",
+    "diffusers-upscale-x4": "AIGC_MODEL_DIFFUSERS_UPSCALE_X4",
     "transformers-speech": "AIGC_MODEL_TRANSFORMERS_SPEECH",
+    "transformers-transcribe": "AIGC_MODEL_TRANSFORMERS_TRANSCRIBE",
+}
+TINY_BUILDERS = {
+    "transformers-text": "build_tiny_text_model",
+    "diffusers-image": "build_tiny_image_model",
+    "diffusers-upscale-x2": "build_tiny_upscaler_x2",
+    "diffusers-upscale-x4": "build_tiny_upscaler_x4",
+    "transformers-speech": "build_tiny_speech_model",
+    "transformers-transcribe": "build_tiny_whisper_model",
 }
 
 
@@ -212,14 +224,9 @@ def run() -> int:
         from generators.testing import tiny_models
 
         models = data_dir / "models"
-        builders = {
-            "transformers-text": tiny_models.build_tiny_text_model,
-            "diffusers-image": getattr(tiny_models, "build_tiny_image_model", None),
-            "transformers-speech": getattr(tiny_models, "build_tiny_speech_model", None),
-        }
-        for name, build in builders.items():
-            if build is not None and not env.get(MODEL_ENV[name]):
-                env[MODEL_ENV[name]] = str(build(models / name))
+        for name, builder in TINY_BUILDERS.items():
+            if not env.get(MODEL_ENV[name]):
+                env[MODEL_ENV[name]] = str(getattr(tiny_models, builder)(models / name))
         notes.append(
             "No internet: using TINY RANDOM-WEIGHT models built locally in "
             f"{models} (outputs are noise, the pipeline is real). Set AIGC_MODEL_* to real model ids when online."

@@ -37,14 +37,15 @@ def as_container(command: list[str]) -> list[str]:
 
 
 def test_compose_runs_web_postgres_redis_workers_and_beat(compose) -> None:  # noqa: ANN001
-    assert {"postgres", "redis", "migrate", "web", "worker-cpu", "worker-gpu", "beat"} <= set(compose)
+    assert {"postgres", "redis", "migrate", "web", "worker-control", "worker-cpu", "worker-gpu", "beat"} <= set(compose)
     assert compose["web"]["environment"]["DATABASE_URL"].startswith("postgres://")
     assert compose["worker-cpu"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
 
 
 def test_compose_commands_are_the_ones_the_tests_run(compose) -> None:  # noqa: ANN001
     assert compose["web"]["command"] == as_container(stack.web_command(8000, host="0.0.0.0"))
-    assert compose["worker-cpu"]["command"] == as_container(stack.worker_command("control,cpu"))
+    assert compose["worker-control"]["command"] == as_container(stack.control_worker_command())
+    assert compose["worker-cpu"]["command"] == as_container(stack.worker_command(stack.GENERATION_QUEUES))
     assert compose["worker-gpu"]["command"] == as_container(stack.worker_command("gpu", name="gpu"))
     assert compose["beat"]["command"] == as_container(stack.beat_command("/data/celerybeat-schedule"))
 

@@ -24,11 +24,9 @@ def variables_in_code() -> set[str]:
             text = path.read_text()
             for pattern in READ_PATTERNS:
                 found |= set(re.findall(pattern, text))
-    found |= (
-        {"AIGC_CACHE_BUDGET_MB_<KIND>"}
-        if "AIGC_CACHE_BUDGET_MB_" in (ROOT / "hardware/cache.py").read_text()
-        else set()
-    )
+    for name, module in (("AIGC_CACHE_BUDGET_MB_", "hardware/cache.py"), ("AIGC_KV_BUDGET_MB_", "hardware/kv.py")):
+        if name in (ROOT / module).read_text():
+            found.add(f"{name}<KIND>")
     return found - NOT_SETTINGS
 
 

@@ -61,6 +61,8 @@ def _async_client() -> aioredis.Redis:
             socket_connect_timeout=settings.AIGC_REDIS_TIMEOUT,
             # Reads block up to BLOCK_MS on the server; the socket waits a little longer than that.
             socket_timeout=BLOCK_MS / 1000 + settings.AIGC_REDIS_TIMEOUT,
+            # Each open stream holds one connection while it blocks on XREAD: allow many (Redis takes 10,000).
+            max_connections=5000,
         )
         _async_clients[id(loop)] = found
     return found

@@ -1,0 +1,403 @@
+"""The serving engine's numbers (issue 8), every figure of one comparison taken in one run, side by side.
+
+    .venv/bin/python bench/bench_engine.py [--quick]
+
+Starts a private stack exactly as `make run` does (SQLite, redis-server, control worker, generation worker,
+ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measures:
+
+  A. throughput: 32 concurrent jobs (64 new tokens, mixed prompts, sampling, no seeds) submitted over HTTP and
+     followed with `?wait=` as clients would, against the same jobs one at a time through the stack, and against
+     the raw plugin batch of 32 (its `generate_batch`, and transformers' own `generate` for reference);
+     again with 64 extra clients polling `GET /jobs/{id}` every 100 ms;
+  B. mixed `max_new_tokens` (16..256) across 64 jobs against 64 jobs of their mean length;
+  C. a 16-token job submitted while 16 jobs of 512 tokens run, against the same job alone;
+  D. one job of about 1 s: submit-to-terminal seen by a waiting client, and time to first token over SSE,
+     against the direct plugin call;
+  E. another tenant's request latency with 200 open SSE streams, against none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aigc_saas import stack  # noqa: E402
+from generators.base import BatchItem, LocalContext  # noqa: E402
+from generators.testing.tiny_models import build_tiny_text_model  # noqa: E402
+from generators.text_transformers import TextGenerator  # noqa: E402
+from hardware import select_device  # noqa: E402
+
+WORDS = [
+    "bakery",
+    "mug",
+    "coffee",
+    "shop",
+    "spring",
+    "sale",
+    "lesson",
+    "quiz",
+    "product",
+    "garden",
+    "shoes",
+    "bread",
+    "tea",
+    "cake",
+]
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 30))) for _ in range(n)]
+
+
+class Client:
+    def __init__(self, base: str, key: str) -> None:
+        self.base = f"{base}/api/v1"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def submit(self, params: dict) -> dict:
+        response = self.session.post(f"{self.base}/jobs", json={"generator": "transformers-text", "params": params})
+        response.raise_for_status()
+        return response.json()
+
+    def wait(self, job: dict) -> dict:
+        while True:
+            current = self.session.get(f"{job['url']}?wait=60", timeout=90).json()
+            if current["state"] in ("succeeded", "failed", "cancelled"):
+                if current["state"] != "succeeded":
+                    raise SystemExit(f"job {current['id']} {current['state']}: {current.get('error')}")
+                return current
+
+    def run(self, params: dict) -> dict:
+        return self.wait(self.submit(params))
+
+
+def tokens(jobs: list[dict]) -> int:
+    return sum(j["result"]["metadata"]["completion_tokens"] for j in jobs)
+
+
+def concurrent(clients: list[Client], params: list[dict]) -> tuple[float, list[dict]]:
+    """Each job by its own client thread: submit, then wait. Returns (wall seconds, finished jobs)."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(params)) as pool:
+        done = list(pool.map(lambda pair: pair[0].run(pair[1]), zip(clients * len(params), params, strict=False)))
+    return time.perf_counter() - start, done
+
+
+def text_params(prompt: str, n: int, **extra: object) -> dict:
+    return {"prompt": prompt, "max_new_tokens": n, "temperature": 0.8, "top_p": 0.95, **extra}
+
+
+class Pollers:
+    """`count` clients polling a job's detail every `interval` seconds, as naive clients do."""
+
+    def __init__(self, client: Client, job_url: str, count: int, interval: float) -> None:
+        self.stop = threading.Event()
+        self.requests = 0
+        self.threads = [
+            threading.Thread(target=self._poll, args=(client, job_url, interval), daemon=True) for _ in range(count)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _poll(self, client: Client, url: str, interval: float) -> None:
+        session = requests.Session()
+        session.headers.update(client.session.headers)
+        while not self.stop.is_set():
+            session.get(url, timeout=30)
+            self.requests += 1
+            time.sleep(interval)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+
+def first_token_seconds(client: Client, params: dict) -> tuple[float, float]:
+    """(time to the first `token` event, time to the `end` event), from just before the submission."""
+    start = time.perf_counter()
+    job = client.submit(params)
+    first = None
+    with client.session.get(f"{job['url']}/events", stream=True, timeout=120) as response:
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("event: token") and first is None:
+                first = time.perf_counter() - start
+            if line.startswith("event: end"):
+                return first or 0.0, time.perf_counter() - start
+    raise SystemExit("the stream ended without an end event")
+
+
+def median_of(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+
+    work = Path(tempfile.mkdtemp(prefix="aigc-bench-engine-"))
+    model = os.environ.get("AIGC_MODEL_TRANSFORMERS_TEXT") or str(build_tiny_text_model(work / "tiny-text"))
+    redis_port, web_port = stack.free_port(), stack.free_port()
+    env = {
+        **os.environ,
+        "AIGC_DATA_DIR": str(work),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "AIGC_MODEL_TRANSFORMERS_TEXT": model,
+        "AIGC_LOG_LEVEL": "WARNING",
+        "AIGC_RATE_LIMIT_PER_SECOND": "100000",
+        "AIGC_RATE_LIMIT_BURST": "100000",
+        "AIGC_SUBMISSIONS_PER_MINUTE": "100000",
+        "AIGC_MAX_STREAMS_PER_TENANT": "1000",
+        "AIGC_DEFAULT_MAX_ACTIVE_JOBS": "0",
+        "AIGC_DEFAULT_MAX_JOBS_PER_DAY": "0",
+        "AIGC_WORKER_CONCURRENCY": "80",
+    }
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    key = subprocess.run(
+        [*manage, "ensure_demo_tenant"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
+    other_key = subprocess.run(
+        [
+            *manage,
+            "shell",
+            "-c",
+            "from aigc_saas.accounts.services import create_tenant, create_api_key;"
+            "print(create_api_key(create_tenant('Other', 'other'), 'bench')[1])",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    children = [stack.start_redis(redis_port, work / "redis")]
+    log = open(work / "stack.log", "wb")  # noqa: SIM115
+    for command in (
+        stack.control_worker_command(),
+        stack.worker_command(stack.GENERATION_QUEUES),
+        stack.web_command(web_port),
+    ):
+        children.append(stack.spawn(command, env, cwd=ROOT, stdout=log, stderr=log))
+    base = f"http://127.0.0.1:{web_port}"
+    figures: dict[str, float] = {}
+    try:
+        while not stack.port_open(web_port):
+            time.sleep(0.2)
+        client, other = Client(base, key), Client(base, other_key)
+        clients = [Client(base, key) for _ in range(8)]
+        client.run(text_params("warm up", 8))
+        concurrent(clients, [text_params(p, 8) for p in prompts(32, 99)])  # warm the engine's batch shapes
+
+        # ---- raw plugin, same model, same shapes --------------------------------------------------------
+        generator = TextGenerator(TextGenerator.Config(model_id=model))
+        device = select_device(generator.needs)
+        generator.setup(device)
+        batch = [BatchItem(generator.validate_params(text_params(p, 64)), LocalContext(device)) for p in prompts(32)]
+        generator.generate_batch(batch)  # warm-up
+        raw = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            results = generator.generate_batch(batch)
+            raw.append(sum(r.metadata["completion_tokens"] for r in results) / (time.perf_counter() - start))
+        figures["raw_batch32"] = median_of(raw)
+        figures["hf_generate_batch32"] = hf_generate_rate(generator, batch, repeats)
+        direct_single = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            generator.generate(batch[0].params, LocalContext(device))
+            direct_single.append(64 / (time.perf_counter() - start))
+        figures["raw_single"] = median_of(direct_single)
+
+        # ---- A. through the stack ---------------------------------------------------------------------
+        jobs = [text_params(p, 64) for p in prompts(32)]
+        start = time.perf_counter()
+        sequential = [client.run(p) for p in jobs]
+        figures["stack_one_at_a_time"] = tokens(sequential) / (time.perf_counter() - start)
+        rates = []
+        for _ in range(repeats):
+            wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
+            rates.append(tokens(done) / wall)
+        figures["stack_32_concurrent"] = median_of(rates)
+        watched = client.submit(text_params("a job to watch", 8))
+        pollers = Pollers(client, watched["url"], 64, 0.1)
+        try:
+            wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
+        finally:
+            pollers.close()
+        figures["stack_32_concurrent_64_pollers"] = tokens(done) / wall
+        figures["poll_requests_per_s"] = pollers.requests / wall
+
+        # ---- B. mixed lengths --------------------------------------------------------------------------
+        rng = random.Random(3)
+        lengths = [rng.randint(16, 256) for _ in range(64)]
+        mean = round(sum(lengths) / len(lengths))
+        texts = prompts(64, 5)
+        wall, done = concurrent(
+            [Client(base, key) for _ in range(64)], [text_params(p, n) for p, n in zip(texts, lengths, strict=True)]
+        )
+        figures["mixed_lengths_64"] = tokens(done) / wall
+        wall, done = concurrent([Client(base, key) for _ in range(64)], [text_params(p, mean) for p in texts])
+        figures["equal_lengths_64"] = tokens(done) / wall
+
+        # ---- C. a short job among long ones ------------------------------------------------------------
+        short = text_params("a short one", 16)
+        solo = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            client.run(short)
+            solo.append(time.perf_counter() - start)
+        longs = [client.submit(text_params(p, 512)) for p in prompts(16, 7)]
+        time.sleep(0.5)
+        start = time.perf_counter()
+        client.run(short)
+        figures["short_among_long_s"] = time.perf_counter() - start
+        figures["short_solo_s"] = median_of(solo)
+        for job in longs:
+            client.wait(job)
+
+        # ---- D. one ~1 s job ---------------------------------------------------------------------------
+        n = max(8, int(figures["raw_single"]))  # about one second of tokens alone
+        one = text_params("one second of text", n)
+        direct, direct_ttft = [], []
+        for _ in range(repeats):
+            stamps: list[float] = []
+            ctx = LocalContext(device, on_progress=lambda f, m: stamps.append(time.perf_counter()))
+            start = time.perf_counter()
+            generator.generate(generator.validate_params(one), ctx)
+            direct.append(time.perf_counter() - start)
+            direct_ttft.append(stamps[0] - start if stamps else 0.0)
+        through, ttft = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            client.run(one)
+            through.append(time.perf_counter() - start)
+            ttft.append(first_token_seconds(client, one)[0])
+        figures["one_job_direct_s"] = median_of(direct)
+        figures["one_job_stack_s"] = median_of(through)
+        figures["ttft_direct_s"] = median_of(direct_ttft)
+        figures["ttft_sse_s"] = median_of(ttft)
+
+        # ---- E. 200 open streams -----------------------------------------------------------------------
+        def account_latency() -> float:
+            samples = []
+            for _ in range(20):
+                start = time.perf_counter()
+                other.session.get(f"{other.base}/account", timeout=30).raise_for_status()
+                samples.append(time.perf_counter() - start)
+            return median_of(samples)
+
+        figures["other_tenant_latency_no_streams_s"] = account_latency()
+        held = client.submit(text_params("held open", 2048))
+        streams = [client.session.get(f"{held['url']}/events", stream=True, timeout=60) for _ in range(200)]
+        refused = [s for s in streams if s.status_code != 200]
+        if refused:
+            raise SystemExit(f"{len(refused)} of 200 streams refused: {refused[0].status_code} {refused[0].text[:300]}")
+        figures["other_tenant_latency_200_streams_s"] = account_latency()
+        client.session.post(f"{held['url']}/cancel")
+        for s in streams:
+            s.close()
+    finally:
+        for child in reversed(children):
+            stack.stop(child)
+
+    report(figures, model, device.device)
+
+
+def hf_generate_rate(generator: TextGenerator, batch: list[BatchItem], repeats: int) -> float:
+    """transformers' own `generate` on the same left-padded batch (sampling, 64 tokens): a reference point."""
+    import torch
+
+    ids = [generator._input_ids(item.params) for item in batch]
+    width = max(map(len, ids))
+    pad = generator.tokenizer.pad_token_id
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for row, each in enumerate(ids):
+        input_ids[row, width - len(each) :] = torch.tensor(each)
+        mask[row, width - len(each) :] = 1
+    kwargs = {
+        "attention_mask": mask,
+        "max_new_tokens": 64,
+        "min_new_tokens": 64,
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "pad_token_id": pad,
+    }
+    with torch.inference_mode():
+        generator.model.generate(input_ids, **kwargs)
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            generator.model.generate(input_ids, **kwargs)
+            rates.append(len(ids) * 64 / (time.perf_counter() - start))
+    return median_of(rates)
+
+
+def report(f: dict[str, float], model: str, device: str) -> None:
+    print(f"serving engine, model {model}, device {device}, {os.cpu_count()} cores")
+    print("A. throughput, 32 jobs x 64 new tokens (tokens/s)")
+    print(f"   raw plugin batch of 32 (generate_batch):      {f['raw_batch32']:9.0f}")
+    print(f"   transformers generate(), same batch:          {f['hf_generate_batch32']:9.0f}")
+    print(f"   stack, one job at a time:                      {f['stack_one_at_a_time']:9.0f}")
+    print(
+        f"   stack, 32 concurrent clients:                  {f['stack_32_concurrent']:9.0f}   "
+        f"{f['stack_32_concurrent'] / f['stack_one_at_a_time']:.2f}x one-at-a-time (target >= 6), "
+        f"{f['stack_32_concurrent'] / f['raw_batch32']:.2f}x raw batch (target >= 0.6)"
+    )
+    print(
+        f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
+        f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "
+        f"{f['stack_32_concurrent_64_pollers'] / f['raw_batch32']:.2f}x raw batch "
+        f"({f['poll_requests_per_s']:.0f} polls/s served)"
+    )
+    print("B. 64 jobs, mixed max_new_tokens 16..256 vs all of their mean length (tokens/s)")
+    print(
+        f"   mixed {f['mixed_lengths_64']:.0f}, equal {f['equal_lengths_64']:.0f}: "
+        f"{f['mixed_lengths_64'] / f['equal_lengths_64']:.2f}x (target within 15 %)"
+    )
+    print("C. a 16-token job while 16 jobs of 512 tokens run")
+    print(
+        f"   alone {f['short_solo_s'] * 1000:.0f} ms, among them {f['short_among_long_s'] * 1000:.0f} ms: "
+        f"{f['short_among_long_s'] / f['short_solo_s']:.2f}x (target <= 3)"
+    )
+    print("D. one job of about 1 s")
+    print(
+        f"   direct {f['one_job_direct_s'] * 1000:.0f} ms, through the stack to a waiting client "
+        f"{f['one_job_stack_s'] * 1000:.0f} ms: {f['one_job_stack_s'] / f['one_job_direct_s']:.2f}x (target <= 1.10)"
+    )
+    print(
+        f"   first token: direct {f['ttft_direct_s'] * 1000:.0f} ms, over SSE from submission "
+        f"{f['ttft_sse_s'] * 1000:.0f} ms: +{(f['ttft_sse_s'] - f['ttft_direct_s']) * 1000:.0f} ms (target <= +50)"
+    )
+    print("E. another tenant's GET /account (median of 20)")
+    print(
+        f"   no streams {f['other_tenant_latency_no_streams_s'] * 1000:.1f} ms, 200 open streams "
+        f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
+        f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
+    )
+    print(json.dumps({k: round(v, 4) for k, v in f.items()}))
+
+
+if __name__ == "__main__":
+    main()
