@@ -23,6 +23,9 @@ _bound: dict[str, Any] = {}
 
 def start_exporter(sender: Any = None, **kwargs: Any) -> None:
     """`worker_ready` (sent in the parent): serve every process's samples on AIGC_METRICS_PORT (0: off)."""
+    pool = getattr(sender, "pool", None)  # the consumer's pool: jobs run in this process unless it forks
+    if pool is not None and "prefork" not in type(pool).__module__:
+        start_sampler()
     port = settings.AIGC_METRICS_PORT
     if not port:
         return
@@ -36,9 +39,6 @@ def start_exporter(sender: Any = None, **kwargs: Any) -> None:
         log.warning("worker metrics not exported: port %s (AIGC_METRICS_PORT) is not free: %s", port, exc)
         return
     log.info("worker metrics at http://0.0.0.0:%s/metrics", port)
-    pool = getattr(sender, "pool", None)  # the consumer's pool: jobs run in this process unless it forks
-    if pool is not None and "prefork" not in type(pool).__module__:
-        start_sampler()
 
 
 def start_sampler(**kwargs: Any) -> None:
