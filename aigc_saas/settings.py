@@ -200,11 +200,11 @@ CELERY_TASK_DEFAULT_QUEUE = "control"
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-jobs": {"task": "aigc.requeue_stale_jobs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    "requeue-stale-jobs": {"task": "aigc.requeue_stale_jobs", "schedule": env_int("AIGC_SWEEP_SECONDS", 15)},
     # The webhook outbox: attempts still pending after AIGC_WEBHOOK_RESEND_SECONDS are sent again.
-    "resend-pending-webhooks": {"task": "aigc.resend_pending_webhooks", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    "resend-pending-webhooks": {"task": "aigc.resend_pending_webhooks", "schedule": env_int("AIGC_SWEEP_SECONDS", 15)},
     # Scenario recipe runs whose "job finished" doorbell was lost (task defined by the scenario apps).
-    "advance-stale-runs": {"task": "scenarios.advance_stale_runs", "schedule": env_int("AIGC_SWEEP_SECONDS", 60)},
+    "advance-stale-runs": {"task": "scenarios.advance_stale_runs", "schedule": env_int("AIGC_SWEEP_SECONDS", 15)},
     "sweep-expired-assets": {"task": "aigc.sweep_expired_assets", "schedule": 3600},
 }
 
@@ -233,10 +233,10 @@ AIGC_LEASE_SECONDS = env_int("AIGC_LEASE_SECONDS", 30)  # a running job whose le
 AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine decodes together at most
 AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant
 AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`
-AIGC_WORKER_CONCURRENCY = env_int("AIGC_WORKER_CONCURRENCY", 32)  # jobs one generation worker process holds at once
 # OpenAI-compatible /v1: how long a call waits for its job, and how long an image `url` answer stays valid.
 AIGC_OPENAI_WAIT_SECONDS = env_int("AIGC_OPENAI_WAIT_SECONDS", 600)
 AIGC_OPENAI_URL_SECONDS = env_int("AIGC_OPENAI_URL_SECONDS", 3600)
+AIGC_WORKER_CONCURRENCY = env_int("AIGC_WORKER_CONCURRENCY", 32)  # jobs one generation worker process holds at once
 AIGC_WORKER_STALE_SECONDS = env_int("AIGC_WORKER_STALE_SECONDS", 90)  # a worker silent this long counts as gone
 AIGC_NO_WORKER_FAIL_SECONDS = env_int("AIGC_NO_WORKER_FAIL_SECONDS", 900)  # queued with no live worker: fail
 AIGC_IDEMPOTENCY_HOURS = env_int("AIGC_IDEMPOTENCY_HOURS", 48)  # how long an Idempotency-Key is remembered

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -69,7 +70,8 @@ def release_connection() -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-_served: dict[Any, Served] = {}
+# What this process serves, for reports; weak, so an engine the model cache evicted is not kept alive here.
+_served: weakref.WeakValueDictionary[Any, Served] = weakref.WeakValueDictionary()
 _served_lock = threading.Lock()
 _live: dict[str, Sequence] = {}  # job id -> its sequence, while an engine holds it
 _progress: dict[str, tuple[float, str]] = {}  # job id -> latest progress, written to the row coarsely
@@ -99,9 +101,7 @@ def snapshot() -> list[dict[str, Any]]:
     from aigc_saas.jobs.runtime import model_cache
 
     with _served_lock:
-        for key in [k for k in _served if k not in model_cache()]:
-            del _served[key]  # evicted
-        return [s.describe() for s in _served.values()]
+        return [s.describe() for key, s in list(_served.items()) if key in model_cache()]
 
 
 def publish_outputs(outputs: list[Output]) -> None:
