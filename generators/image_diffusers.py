@@ -5,13 +5,21 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from generators.assets import ImageInput, MaskInput, asset_id_of
-from generators.base import GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality, OutputFile
+from generators.base import (
+    BatchItem,
+    GenerationContext,
+    GenerationResult,
+    Generator,
+    GeneratorConfig,
+    Modality,
+    OutputFile,
+)
 from generators.errors import GeneratorError, JobCancelled, ModelLoadFailed, OutOfMemory
 from hardware import DeviceChoice, HardwareNeeds
 from hardware.oom import is_oom
@@ -178,6 +186,9 @@ class ImageGenerator(Generator):
     Params = ImageParams
     Config = ImageConfig
     needs = HardwareNeeds(devices=("cuda", "mps", "cpu"), dtypes=("float16", "bfloat16", "float32"), memory_mb=3000)
+    # Text-to-image jobs per pass; a pass is further split into pipeline calls of at most
+    # image_batch.BATCH_PIXELS output pixels, so 4 jobs of 4 images at 1024x1024 never share one call.
+    max_batch_size = 4
     config: ImageConfig
 
     def setup(self, device: DeviceChoice) -> None:
@@ -196,13 +207,15 @@ class ImageGenerator(Generator):
             raise ModelLoadFailed(f"could not load image model {self.config.model_id!r}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)
         try:
+            vae = getattr(pipe, "vae", None)
+            # On CPU the VAE decodes one image at a time, so a batched image decodes exactly as alone
+            # (generators/image_batch.py says why).
+            if (device.low_memory or device.kind == "cpu") and hasattr(vae, "enable_slicing"):
+                vae.enable_slicing()
             if device.low_memory:
                 # The library's own memory savers: attention and VAE in slices, and on CUDA one component
                 # on the GPU at a time instead of the whole pipeline.
                 pipe.enable_attention_slicing()
-                vae = getattr(pipe, "vae", None)
-                if vae is not None and hasattr(vae, "enable_slicing"):
-                    vae.enable_slicing()
             if device.low_memory and device.kind == "cuda":
                 pipe.enable_model_cpu_offload(device=device.device)
             else:
@@ -258,14 +271,23 @@ class ImageGenerator(Generator):
             self.upscalers[factor] = pipe
         return self.upscalers[factor]
 
+    def batch_key(self, params: ImageParams) -> tuple | None:
+        from generators.image_batch import batch_key  # compatible text-to-image jobs share one pipeline call
+
+        return batch_key(params, self.device)
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
+        from generators.image_batch import generate_batch
+
+        return generate_batch(self, items)
+
     def generate(self, params: ImageParams, ctx: GenerationContext) -> GenerationResult:
         import torch
 
+        from generators.image_batch import job_seeds
+
         ctx.raise_if_cancelled()
-        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
-        seeds = [(seed + i) % 2**32 for i in range(params.num_images)]
-        # CPU generators give the same noise on every device, so a seed reproduces across workers.
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        seed, seeds, generators = job_seeds(params)
         run = {
             "text-to-image": self._text_to_image,
             "image-to-image": self._edit,
@@ -282,6 +304,12 @@ class ImageGenerator(Generator):
                     f"({params.mode}); lower `num_images` or the image size"
                 ) from exc
             raise
+        return self.finish(params, ctx, images, details, seed, seeds)
+
+    def finish(
+        self, params: ImageParams, ctx: GenerationContext, images: list, details: dict, seed: int, seeds: list[int]
+    ) -> GenerationResult:
+        """One job's PNGs and record from its images; the same whether the job ran alone or in a batch."""
         if ctx.cancelled():
             raise JobCancelled("the job was cancelled during denoising")
         nsfw = details.pop("nsfw")
@@ -343,7 +371,7 @@ class ImageGenerator(Generator):
             callback_on_step_end=self._step_reporter(params, ctx),
         )
         details = {"width": width, "height": height, "scheduler_class": type(pipe.scheduler).__name__}
-        return output.images, details | {"nsfw": _nsfw(output)}
+        return output.images, details | {"nsfw": nsfw_flags(output)}
 
     def _edit(self, params: ImageParams, generators: list[Any], ctx: GenerationContext) -> tuple[list, dict]:
         """Image-to-image (`init_image`) or inpainting (`image` + `mask`) at the output size the params ask for."""
@@ -383,7 +411,7 @@ class ImageGenerator(Generator):
             | ({"mask": _asset_id(params.mask)} if params.mask else {}),
             "scheduler_class": type(pipe.scheduler).__name__,
         }
-        return output.images, details | {"nsfw": _nsfw(output)}
+        return output.images, details | {"nsfw": nsfw_flags(output)}
 
     def _upscale(self, params: ImageParams, generators: list[Any], ctx: GenerationContext) -> tuple[list, dict]:
         factor = params.upscale
@@ -428,7 +456,7 @@ class ImageGenerator(Generator):
             "inputs": {"image": _asset_id(source)},
             "scheduler_class": type(pipe.scheduler).__name__,
         }
-        return [image], details | {"nsfw": _nsfw(output)}
+        return [image], details | {"nsfw": nsfw_flags(output)}
 
 
 def output_size(source: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
@@ -451,7 +479,7 @@ def _asset_id(value: Any) -> str | None:
     return asset_id_of(value) if value is not None else None
 
 
-def _nsfw(output: Any) -> list[Any]:
+def nsfw_flags(output: Any) -> list[Any]:
     return list(getattr(output, "nsfw_content_detected", None) or [None] * len(output.images))
 
 

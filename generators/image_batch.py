@@ -1,0 +1,179 @@
+"""Batched text-to-image for the `diffusers-image` plugin: compatible jobs run as one pipeline call.
+
+Jobs are compatible when their `batch_key` is equal: text-to-image at the same size, steps, sampler and guidance,
+all with or all without a negative prompt. Each job keeps its own prompt, negative prompt, seed and number of
+images; every image gets its own `torch.Generator` (diffusers takes a list, one per image), so the initial noise
+(and the noise of ancestral samplers) of one job never comes from another's stream, seeded or not.
+
+Why a seeded image is bit-identical alone and batched on the CPU — and what that needs. The noise is the easy
+part: with one generator per image, diffusers draws each image's latents from its own generator. What broke
+identity was arithmetic: PyTorch's CPU kernels split their work across threads differently for a batch of one
+than for a larger batch (oneDNN convolutions and MKL matrix products run multi-threaded inside one sample when
+there is only one; GroupNorm on the channels-last tensors the VAE's attention leaves switches algorithm by
+batch size), so sums are added in another order and pixels move by ~1e-6 — enough to flip a PNG byte now and
+then. Measured on this 2-core CPU, per-row results are identical for every batch of two or more, so:
+- the VAE decodes one image at a time on the CPU (its `enable_slicing`, set in `setup`): alone or batched, each
+  image's decode is the same one-image computation;
+- the UNet runs each image twice per step under classifier-free guidance (guidance > 1), so alone it already
+  sees a batch of two; a job that would run it at a batch of one (guidance <= 1 and one image) is not batched on
+  the CPU (`batch_key` None).
+On CUDA and MPS each job keeps its own noise exactly, but cuDNN/cuBLAS pick kernels by batch shape, so a batched
+image may differ from the lone run by floating-point rounding (typically a pixel level here and there).
+
+A cancelled job's rows stay in the running call (diffusers cannot drop rows of a running batch: multistep
+samplers keep past outputs of the whole batch), but it stops reporting progress, is not encoded, and ends as
+JobCancelled while the others finish; if every job of a call is cancelled the call is interrupted at once.
+Nothing of the batch (its size, the other jobs) reaches a job's metadata: each result is built by the same
+`ImageGenerator.finish` as a lone run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from generators.base import BatchItem, GenerationResult
+from generators.errors import GeneratorError
+from hardware import DeviceChoice
+from hardware.oom import is_oom
+
+if TYPE_CHECKING:
+    from generators.image_diffusers import ImageGenerator, ImageParams
+
+# Output pixels one pipeline call may hold: four 512x512 images. A pass of `max_batch_size` jobs that asks for
+# more is split into several calls, so a batch never needs much more memory than the largest job alone.
+BATCH_PIXELS = 4 * 512 * 512
+
+
+def job_seeds(params: ImageParams) -> tuple[int, list[int], list[Any]]:
+    """The job's seed (a fresh random one if unset), one per image, and one CPU generator per image."""
+    import torch
+
+    seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+    seeds = [(seed + i) % 2**32 for i in range(params.num_images)]
+    # CPU generators give the same noise on every device, so a seed reproduces across workers.
+    return seed, seeds, [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+
+
+def batch_key(params: ImageParams, device: DeviceChoice | None) -> tuple | None:
+    """Equal keys may share a pipeline call; None: this job runs alone."""
+    if params.mode != "text-to-image" or device is None or device.low_memory:
+        return None  # edits and upscaling run alone; low-memory devices have no room for a batch
+    if device.kind == "cpu" and params.guidance_scale <= 1.0 and params.num_images == 1:
+        return None  # alone, its UNet batch would be one: not bit-identical to a batched run (module doc)
+    width, height = params.width or 512, params.height or 512
+    return ("text-to-image", width, height, params.steps, params.scheduler, params.guidance_scale,
+            params.negative_prompt is not None)  # fmt: skip
+
+
+def generate_batch(plugin: ImageGenerator, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
+    """One result per item, in order. Items with equal keys run together, in calls of at most BATCH_PIXELS."""
+    results: dict[int, GenerationResult | GeneratorError] = {}
+    groups: dict[Any, list[int]] = {}
+    for index, item in enumerate(items):
+        key = batch_key(item.params, plugin.device)
+        if key is None or item.ctx.cancelled():
+            results[index] = _alone(plugin, item)
+        else:
+            groups.setdefault(key, []).append(index)
+    for indices in groups.values():
+        for call in _calls(items, indices):
+            results.update(zip(call, _run_call(plugin, [items[i] for i in call]), strict=True))
+    return [results[i] for i in range(len(items))]
+
+
+def _alone(plugin: ImageGenerator, item: BatchItem) -> GenerationResult | GeneratorError:
+    try:
+        return plugin.generate(item.params, item.ctx)
+    except GeneratorError as exc:
+        return exc
+
+
+def _calls(items: Sequence[BatchItem], indices: list[int]) -> list[list[int]]:
+    """Consecutive runs of items whose output pixels fit BATCH_PIXELS (a bigger job runs in a call of its own)."""
+    calls: list[list[int]] = []
+    used = 0
+    for index in indices:
+        params = items[index].params
+        pixels = params.num_images * (params.width or 512) * (params.height or 512)
+        if calls and used + pixels <= BATCH_PIXELS:
+            calls[-1].append(index)
+            used += pixels
+        else:
+            calls.append([index])
+            used = pixels
+    return calls
+
+
+def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[GenerationResult | GeneratorError]:
+    """One pipeline call for these compatible jobs; each job's images, seeds and record are its own."""
+    import torch
+
+    if len(items) == 1:
+        return [_alone(plugin, items[0])]
+    first: ImageParams = items[0].params
+    jobs = [job_seeds(item.params) for item in items]
+    prompts = [item.params.prompt for item in items for _ in range(item.params.num_images)]
+    negatives = (
+        None
+        if first.negative_prompt is None
+        else [item.params.negative_prompt for item in items for _ in range(item.params.num_images)]
+    )
+    generators = [g for _, _, job_generators in jobs for g in job_generators]
+    stopped = [False] * len(items)
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        total = getattr(pipeline, "num_timesteps", None) or first.steps
+        for i, item in enumerate(items):
+            if not stopped[i] and not item.ctx.cancelled():
+                item.ctx.progress(0.95 * (step + 1) / total, f"step {step + 1}/{total}")
+            stopped[i] = stopped[i] or item.ctx.cancelled()  # as alone: a cancel seen here ends the job's steps
+        if all(stopped):
+            pipeline._interrupt = True  # nobody wants the rest: diffusers skips the remaining steps
+        return callback_kwargs
+
+    pipe = plugin.pipe
+    pipe.scheduler = plugin.scheduler_for(first.scheduler)
+    width, height = first.width or 512, first.height or 512
+    try:
+        with torch.inference_mode():
+            output = pipe(
+                prompt=prompts,
+                negative_prompt=negatives,
+                width=width,
+                height=height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                num_images_per_prompt=1,
+                generator=generators,
+                callback_on_step_end=on_step_end,
+            )
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        del exc
+        return _one_by_one_after_oom(plugin, items)
+    from generators.image_diffusers import nsfw_flags
+
+    flags = nsfw_flags(output)
+    results: list[GenerationResult | GeneratorError] = []
+    start = 0
+    for item, (seed, seeds, _) in zip(items, jobs, strict=True):
+        end = start + item.params.num_images
+        details = {"width": width, "height": height, "scheduler_class": type(pipe.scheduler).__name__}
+        try:
+            details["nsfw"] = flags[start:end]
+            results.append(plugin.finish(item.params, item.ctx, output.images[start:end], details, seed, seeds))
+        except GeneratorError as exc:  # JobCancelled from `finish`: this job alone
+            results.append(exc)
+        start = end
+    return results
+
+
+def _one_by_one_after_oom(plugin: ImageGenerator, items: list[BatchItem]) -> list[GenerationResult | GeneratorError]:
+    """The batch did not fit: each job runs alone and fails (with OutOfMemory) only if it does not fit alone."""
+    from hardware.memory import release_device_memory
+
+    release_device_memory(plugin.device.device if plugin.device else "cpu")
+    return [_alone(plugin, item) for item in items]  # each raises OutOfMemory only if it does not fit alone
