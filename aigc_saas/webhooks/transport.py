@@ -6,9 +6,11 @@ and certificate check use the URL's host name, so what was checked is what is re
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 
@@ -43,8 +45,19 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._server_hostname)
 
 
+def _abort(connection: http.client.HTTPConnection) -> None:
+    """Past the total deadline: shut the socket down, which wakes the blocked read with an error."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> Response:
-    """POST `body` to the pinned target; the receiver's status, or `TransientError` / `PermanentError`."""
+    """POST `body` to the pinned target; the receiver's status, or `TransientError` / `PermanentError`.
+
+    `timeout` bounds each socket operation; the whole attempt is cut at twice that, so a receiver that drips
+    a byte just inside the timeout cannot hold a worker."""
     if target.scheme == "https":
         connection: http.client.HTTPConnection = _PinnedHTTPSConnection(
             target.ip, target.port, target.hostname, timeout
@@ -52,6 +65,9 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
     else:
         connection = http.client.HTTPConnection(target.ip, target.port, timeout=timeout)
     started = time.monotonic()
+    watchdog = threading.Timer(2 * timeout, _abort, args=[connection])
+    watchdog.daemon = True
+    watchdog.start()
     try:
         connection.request("POST", target.path, body=body, headers={**headers, "Host": target.host_header})
         answer = connection.getresponse()
@@ -59,12 +75,19 @@ def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -
         status = answer.status
     except ssl.SSLCertVerificationError as exc:
         raise PermanentError(f"TLS certificate not valid for {target.hostname!r}: {exc.verify_message}") from None
-    except TimeoutError:
-        raise TransientError(f"no answer from {target.ip}:{target.port} within {timeout} s") from None
-    except (ConnectionError, OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+        if time.monotonic() - started >= 2 * timeout:
+            raise TransientError(
+                f"the receiver at {target.ip}:{target.port} took longer than {2 * timeout} s"
+            ) from None
+        if isinstance(exc, TimeoutError):
+            raise TransientError(f"no answer from {target.ip}:{target.port} within {timeout} s") from None
+        if isinstance(exc, http.client.HTTPException) and not isinstance(exc, ConnectionError):
+            raise PermanentError(f"malformed HTTP response from the receiver: {exc!r}"[:300]) from None
         raise TransientError(f"could not reach {target.ip}:{target.port}: {exc}") from None
-    except http.client.HTTPException as exc:
-        raise PermanentError(f"malformed HTTP response from the receiver: {exc!r}"[:300]) from None
     finally:
+        watchdog.cancel()
         connection.close()
+    if time.monotonic() - started >= 2 * timeout:
+        raise TransientError(f"the receiver at {target.ip}:{target.port} took longer than {2 * timeout} s")
     return Response(status=status, duration_ms=int((time.monotonic() - started) * 1000))

@@ -8,6 +8,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -276,3 +277,35 @@ def test_admin_lists_attempts_and_redelivers(tenant, receiver: Receiver, admin_c
     assert response.status_code == 302
     again = WebhookDelivery.objects.get(job=delivery.job, attempt=2)
     assert again.status == DeliveryStatus.PENDING
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_at_twice_the_timeout(tenant, settings) -> None:  # noqa: ANN001
+    """Each byte comes inside the per-read timeout, so only the total deadline can end the attempt."""
+    settings.AIGC_WEBHOOK_TIMEOUT = 1
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        started = time.monotonic()
+        delivery, following = one_attempt(finished_job(tenant, f"http://127.0.0.1:{listener.getsockname()[1]}/"))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        listener.close()
+
+    assert 1.9 <= elapsed < 4
+    assert delivery.status == DeliveryStatus.RETRYING and "took longer than 2 s" in delivery.error
+    assert following is not None
