@@ -39,7 +39,7 @@ class WebServer:
             stderr=subprocess.STDOUT,
             cwd=settings.BASE_DIR,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded CI machine imports Django and torch slowly
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"web server exited early:\n{self.log()}")
@@ -47,7 +47,7 @@ class WebServer:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             time.sleep(0.2)
-        raise RuntimeError(f"web server did not answer /healthz in 60 s:\n{self.log()}")
+        raise RuntimeError(f"web server did not answer /healthz in 180 s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -28,7 +28,7 @@ class Client:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def wait(self, job: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    def wait(self, job: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
         def finished() -> dict[str, Any] | None:
             current = self.session.get(f"{self.base}/jobs/{job['id']}", timeout=30).json()
             return current if current["state"] in TERMINAL else None

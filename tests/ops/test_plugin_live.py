@@ -115,7 +115,7 @@ class Web:
             current = self.session.get(f"{self.base}/jobs/{job['id']}", timeout=30).json()
             return current if current["state"] in ("succeeded", "failed", "cancelled") else None
 
-        return wait_for(done, 60, f"live-echo job {job['id']} did not finish")
+        return wait_for(done, 180, f"live-echo job {job['id']} did not finish")
 
 
 @pytest.fixture
@@ -132,19 +132,19 @@ def test_install_upgrade_and_removal_reach_the_running_web_and_worker(web, tmp_p
 
     packaging.install(packaging.build_wheel(write_plugin(tmp_path, "0.1.0"), tmp_path / "dist1"))
     rescan_here()
-    wait_for(lambda: web.versions().get("live-echo") == "0.1.0", 10, "the web never listed the installed plugin")
+    wait_for(lambda: web.versions().get("live-echo") == "0.1.0", 30, "the web never listed the installed plugin")
     first = web.run("hello")
     assert (first["state"], first["result"]["text"], first["plugin_version"]) == ("succeeded", "0.1.0: hello", "0.1.0")
 
     packaging.install(packaging.build_wheel(write_plugin(tmp_path, "0.2.0"), tmp_path / "dist2"))
     rescan_here()
-    wait_for(lambda: web.versions().get("live-echo") == "0.2.0", 10, "the web kept the old version")
+    wait_for(lambda: web.versions().get("live-echo") == "0.2.0", 30, "the web kept the old version")
     second = web.run("hello")
     assert (second["result"]["text"], second["plugin_version"]) == ("0.2.0: hello", "0.2.0")  # the new code ran
 
     packaging.uninstall(DIST)
     rescan_here()
-    wait_for(lambda: "live-echo" not in web.versions(), 10, "the web still lists the removed plugin")
+    wait_for(lambda: "live-echo" not in web.versions(), 30, "the web still lists the removed plugin")
 
 
 def test_an_editable_install_is_found_by_the_admin_rescan_and_served(web, tmp_path, admin_client) -> None:  # noqa: ANN001
@@ -163,6 +163,6 @@ def test_an_editable_install_is_found_by_the_admin_rescan_and_served(web, tmp_pa
     assert (record.installed, record.version) == (True, "0.3.0")
     assert not PluginProblemRecord.objects.filter(distribution=DIST).exists()
     PluginRecord.objects.filter(name="live-echo").update(queue=QUEUE)
-    wait_for(lambda: web.versions().get("live-echo") == "0.3.0", 10, "the web never listed the editable install")
+    wait_for(lambda: web.versions().get("live-echo") == "0.3.0", 30, "the web never listed the editable install")
     assert web.run("from source")["result"]["text"] == "0.3.0: from source"
     assert sys.modules.get("aigc_plugin_live_echo") is not None  # imported here too, through the editable finder
