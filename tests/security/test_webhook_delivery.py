@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -309,3 +310,43 @@ def test_a_receiver_that_drips_its_answer_is_cut_at_twice_the_timeout(tenant, se
     assert 1.9 <= elapsed < 4
     assert delivery.status == DeliveryStatus.RETRYING and "took longer than 2 s" in delivery.error
     assert following is not None
+
+
+def test_https_goes_to_the_checked_address_with_the_host_name_for_sni_and_certificate(tenant, tmp_path) -> None:  # noqa: ANN001
+    """A TLS receiver on 127.0.0.1 with a self-signed certificate for `localhost`: the client connects to the
+    resolved IP but sends SNI `localhost`, and refuses the untrusted certificate for good."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    server_names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with contextlib.suppress(OSError, ssl.SSLError), context.wrap_socket(conn, server_side=True):
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        delivery, following = one_attempt(finished_job(tenant, f"https://localhost:{port}/hook"))
+    finally:
+        listener.close()
+
+    assert server_names == ["localhost"]
+    assert delivery.address == "127.0.0.1"
+    assert delivery.status == DeliveryStatus.FAILED and following is None
+    assert "TLS certificate not valid for 'localhost'" in delivery.error
