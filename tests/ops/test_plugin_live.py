@@ -166,3 +166,18 @@ def test_an_editable_install_is_found_by_the_admin_rescan_and_served(web, tmp_pa
     wait_for(lambda: web.versions().get("live-echo") == "0.3.0", 30, "the web never listed the editable install")
     assert web.run("from source")["result"]["text"] == "0.3.0: from source"
     assert sys.modules.get("aigc_plugin_live_echo") is not None  # imported here too, through the editable finder
+
+
+def test_disabling_and_enabling_in_the_admin_reaches_the_running_web_at_once(web, admin_client) -> None:  # noqa: ANN001
+    record = PluginRecord.objects.get(name="transformers-text")
+    change = f"/admin/plugins/pluginrecord/{record.pk}/change/"
+    form = {"model_id": "", "config": "{}", "default_params": "{}", "queue": QUEUE}
+    body = {"generator": "transformers-text", "params": {"prompt": "hi", "max_new_tokens": 2}}
+
+    assert admin_client.post(change, form).status_code == 302  # no `enabled`: the box unticked
+    refused = web.session.post(f"{web.base}/jobs", json=body, timeout=30)
+    assert admin_client.post(change, {**form, "enabled": "on"}).status_code == 302
+    accepted = web.session.post(f"{web.base}/jobs", json=body, timeout=30)
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "generator_disabled")
+    assert accepted.status_code == 202, accepted.text
