@@ -16,7 +16,7 @@ import yaml
 from tests.test_readme import variables_in_code
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_RUNNING = {"postgres", "redis", "web", "worker-cpu", "worker-gpu", "beat", "flower"}
+LONG_RUNNING = {"postgres", "redis", "web", "worker-control", "worker-cpu", "worker-gpu", "beat", "flower"}
 
 
 def documented_in_env_example() -> set[str]:
@@ -66,8 +66,10 @@ def test_web_and_workers_have_healthchecks_on_the_platform_probes(compose) -> No
     assert "http://127.0.0.1:8000/healthz" in " ".join(compose["web"]["healthcheck"]["test"])
     assert compose["worker-cpu"]["healthcheck"]["test"][-1] == "python manage.py worker_health --name worker"
     assert compose["worker-gpu"]["healthcheck"]["test"][-1] == "python manage.py worker_health --name gpu"
+    assert compose["worker-control"]["healthcheck"]["test"][-1] == "python manage.py worker_health --name control"
     # The names must be the ones the worker commands give their nodes (`--hostname <name>@%h`).
-    assert "worker@%h" in compose["worker-cpu"]["command"] and "gpu@%h" in compose["worker-gpu"]["command"]
+    for service, name in (("worker-cpu", "worker"), ("worker-gpu", "gpu"), ("worker-control", "control")):
+        assert f"{name}@%h" in compose[service]["command"], service
 
 
 def test_flower_is_an_optional_service_on_the_broker(compose) -> None:  # noqa: ANN001
@@ -78,7 +80,7 @@ def test_flower_is_an_optional_service_on_the_broker(compose) -> None:  # noqa: 
 
 
 def test_each_app_container_shares_metric_samples_in_a_fresh_tmpfs(compose) -> None:  # noqa: ANN001
-    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
+    for name in ("web", "worker-control", "worker-cpu", "worker-gpu", "beat"):
         service = compose[name]
         assert service["environment"]["PROMETHEUS_MULTIPROC_DIR"] == "/run/aigc-metrics"
         assert "/run/aigc-metrics" in service["tmpfs"]
