@@ -69,6 +69,12 @@ from prometheus_client import (  # noqa: E402 - only after the directory is set
     generate_latest,
     multiprocess,
 )
+from prometheus_client import values as _values  # noqa: E402
+
+if not getattr(_values.ValueClass, "_multiprocess", False):
+    # A library imported prometheus_client before the directory was set: switch it to multiprocess values now,
+    # before any metric of ours exists, or each process would silently count only for itself.
+    _values.ValueClass = _values.MultiProcessValue()
 
 
 def _mark_dead() -> None:
