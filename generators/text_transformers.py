@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from generators.base import BatchItem, GenerationContext, GenerationResult, Generator, GeneratorConfig, Modality
 from generators.errors import GeneratorError, ModelLoadFailed
@@ -42,11 +42,16 @@ ResponseFormat = Annotated[JsonObjectFormat | JsonSchemaFormat, Field(discrimina
 class TextParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    prompt: str | None = Field(
-        default=None, min_length=1, max_length=8000, description="What to write: the user's instruction."
-    )
+    # `messages` comes first so that the check of `prompt`, which names the field, can see it.
     messages: list[Message] | None = Field(
         default=None, min_length=1, max_length=64, description="A conversation instead of `prompt`."
+    )
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8000,
+        validate_default=True,
+        description="What to write: the user's instruction (or give `messages`).",
     )
     system: str | None = Field(default=None, max_length=2000, description="Optional system message.")
     max_new_tokens: int = Field(default=256, ge=1, le=2048, description="Upper bound on generated tokens.")
@@ -60,11 +65,12 @@ class TextParams(BaseModel):
         default=None, description="Constrain the output to JSON (any object, or one valid against a schema)."
     )
 
-    @model_validator(mode="after")
-    def _one_input(self) -> TextParams:
-        if (self.prompt is None) == (self.messages is None):
+    @field_validator("prompt")
+    @classmethod
+    def _one_input(cls, prompt: str | None, info: ValidationInfo) -> str | None:
+        if (prompt is None) == (info.data.get("messages") is None):
             raise ValueError("give exactly one of `prompt` and `messages`")
-        return self
+        return prompt
 
 
 class TextConfig(GeneratorConfig):
