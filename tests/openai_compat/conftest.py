@@ -62,6 +62,13 @@ def media(tiny_models, db) -> None:  # noqa: ANN001
 
 
 @pytest.fixture
+def catalogue(db) -> None:  # noqa: ANN001
+    from scenarios.core.catalogue import load_catalogue
+
+    load_catalogue()
+
+
+@pytest.fixture
 def client(v1_server, worker, tenant_key):  # noqa: ANN001, ANN201
     from openai import OpenAI
 

@@ -241,3 +241,25 @@ def test_the_openapi_schema_describes_the_v1_endpoints(v1_server) -> None:  # no
     assert {"model", "messages", "stream", "response_format"} <= set(
         schema["components"]["schemas"][request]["properties"]
     )
+
+
+def test_a_stream_of_n_choices_tags_each_delta_with_its_choice(client) -> None:  # noqa: ANN001
+    chunks = list(
+        client.chat.completions.create(
+            model=TEXT, messages=[{"role": "user", "content": "x"}], max_tokens=8, n=2, stream=True
+        )
+    )
+
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    jobs = Job.objects.filter(origin__openai="chat.completions").order_by("origin__choice")
+    assert [texts[0], texts[1]] == [job.result["text"] for job in jobs]
+
+
+def test_a_streamed_text_completion_concatenates_to_the_final_text(client) -> None:  # noqa: ANN001
+    chunks = list(client.completions.create(model=TEXT, prompt="Once", max_tokens=10, stream=True))
+
+    assert all(c.object == "text_completion" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks) == job_of(chunks[0].id).result["text"]
