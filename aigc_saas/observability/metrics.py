@@ -176,9 +176,11 @@ ENGINE_ITEMS = Gauge(
 )
 
 
-def multiprocess_registry() -> CollectorRegistry:
-    """A registry reading every process's samples from the shared directory."""
+def multiprocess_registry(*first: Any) -> CollectorRegistry:
+    """A registry reading every process's samples from the shared directory (after running `first` collectors)."""
     registry = CollectorRegistry()
+    for collector in first:
+        registry.register(collector)
     multiprocess.MultiProcessCollector(registry, path=str(MULTIPROC_DIR))
     return registry
 

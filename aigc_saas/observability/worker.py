@@ -21,10 +21,20 @@ _stop = threading.Event()
 _bound: dict[str, Any] = {}
 
 
+class SampleOnScrape:
+    """A collector that refreshes this process's cache, device and engine gauges when Prometheus scrapes, so the
+    answer is current (used where jobs run in the exporter's own process: a threads or solo pool)."""
+
+    def collect(self) -> list:
+        recording.sample_worker()
+        return []
+
+
 def start_exporter(sender: Any = None, **kwargs: Any) -> None:
     """`worker_ready` (sent in the parent): serve every process's samples on AIGC_METRICS_PORT (0: off)."""
     pool = getattr(sender, "pool", None)  # the consumer's pool: jobs run in this process unless it forks
-    if pool is not None and "prefork" not in type(pool).__module__:
+    in_process = pool is not None and "prefork" not in type(pool).__module__
+    if in_process:
         start_sampler()
     port = settings.AIGC_METRICS_PORT
     if not port:
@@ -34,7 +44,7 @@ def start_exporter(sender: Any = None, **kwargs: Any) -> None:
     from aigc_saas.observability.metrics import multiprocess_registry
 
     try:
-        start_http_server(port, registry=multiprocess_registry())
+        start_http_server(port, registry=multiprocess_registry(*([SampleOnScrape()] if in_process else [])))
     except OSError as exc:  # another worker on this host has the port: serve jobs anyway, say why
         log.warning("worker metrics not exported: port %s (AIGC_METRICS_PORT) is not free: %s", port, exc)
         return
