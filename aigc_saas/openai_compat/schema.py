@@ -146,7 +146,8 @@ class ChatCompletions(OpenAIView):
         tags=["openai"],
         request=ChatCompletionRequest,
         responses={
-            200: OpenApiResponse(ChatCompletion, description=STREAM),
+            (200, "application/json"): OpenApiResponse(ChatCompletion, description=STREAM),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=STREAM),
             **errors(400, 401, 403, 404, 429, 500, 504),
         },
     )
@@ -159,7 +160,11 @@ class Completions(OpenAIView):
         operation_id="openai_create_completion",
         tags=["openai"],
         request=CompletionRequest,
-        responses={200: TextCompletion, **errors(400, 401, 403, 404, 429, 500, 504)},
+        responses={
+            (200, "application/json"): TextCompletion,
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="With `stream: true`."),
+            **errors(400, 401, 403, 404, 429, 500, 504),
+        },
     )
     def post(self, request: Any) -> None:
         """A plain text completion of `prompt`."""

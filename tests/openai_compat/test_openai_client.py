@@ -263,3 +263,21 @@ def test_a_streamed_text_completion_concatenates_to_the_final_text(client) -> No
 
     assert all(c.object == "text_completion" for c in chunks)
     assert "".join(c.choices[0].text for c in chunks) == job_of(chunks[0].id).result["text"]
+
+
+def test_a_client_that_hangs_up_on_a_waiting_call_cancels_its_job(v1_server, worker, tenant_key) -> None:  # noqa: ANN001
+    body = {"model": TEXT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2000}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{v1_server.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {tenant_key[1]}"},
+            json=body,
+            timeout=(5, 1.5),  # gives up (and closes the connection) while the job is still decoding
+        )
+
+    job = Job.objects.get(origin__openai="chat.completions")
+    deadline = time.monotonic() + 30
+    while job.state not in ("cancelled", "succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job.refresh_from_db()
+    assert job.state == "cancelled", job.state
