@@ -185,10 +185,22 @@ AIGC_EMBEDDED_REDIS_PORT = env_int("AIGC_EMBEDDED_REDIS_PORT", 6390)
 REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{AIGC_EMBEDDED_REDIS_PORT}/0")
 AIGC_JOB_TIME_LIMIT = env_int("AIGC_JOB_TIME_LIMIT", 900)
 CELERY_BROKER_URL = REDIS_URL
+# A broker that accepts connections but never answers must not hang a submission, a worker or beat: every
+# broker call gives up after AIGC_BROKER_TIMEOUT seconds (the job row is committed first; the sweep rings later).
+AIGC_BROKER_TIMEOUT = env_int("AIGC_BROKER_TIMEOUT", 2)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the hard time limit, so a long job is not redelivered to a second worker mid-run.
-    "visibility_timeout": AIGC_JOB_TIME_LIMIT + 300
+    "visibility_timeout": AIGC_JOB_TIME_LIMIT + 300,
+    "socket_timeout": AIGC_BROKER_TIMEOUT,
+    "socket_connect_timeout": AIGC_BROKER_TIMEOUT,
+    "socket_keepalive": True,
+    # A timed-out command is not sent again on the same call: the publish fails fast and the caller decides.
+    "retry_on_timeout": False,
+    "health_check_interval": 10,  # a consumer on a half-open connection reconnects within ~21 s
 }
+CELERY_BROKER_CONNECTION_TIMEOUT = AIGC_BROKER_TIMEOUT
+# Every publish (doorbells, webhooks, run advances, beat) retries at most twice, quickly, then raises.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -240,6 +252,7 @@ AIGC_WORKER_CONCURRENCY = env_int("AIGC_WORKER_CONCURRENCY", 32)  # jobs one gen
 AIGC_WORKER_STALE_SECONDS = env_int("AIGC_WORKER_STALE_SECONDS", 90)  # a worker silent this long counts as gone
 AIGC_NO_WORKER_FAIL_SECONDS = env_int("AIGC_NO_WORKER_FAIL_SECONDS", 900)  # queued with no live worker: fail
 AIGC_IDEMPOTENCY_HOURS = env_int("AIGC_IDEMPOTENCY_HOURS", 48)  # how long an Idempotency-Key is remembered
+AIGC_BATCH_MAX_JOBS = env_int("AIGC_BATCH_MAX_JOBS", 100)  # jobs one `POST /api/v1/jobs/batch` may carry
 
 # Limits per API key, shared by every web process through Redis (a tenant's row can override the first three).
 AIGC_RATE_LIMIT_PER_SECOND = env_int("AIGC_RATE_LIMIT_PER_SECOND", 20)

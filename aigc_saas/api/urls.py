@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from aigc_saas.api import streams, views
+from aigc_saas.api import batches, streams, views
 from aigc_saas.assets import views as assets
 from aigc_saas.usage import views as usage
 
@@ -10,6 +10,7 @@ app_name = "api"
 urlpatterns = [
     path("account", views.Account.as_view(), name="account"),
     path("jobs", views.JobListCreate.as_view(), name="job-list"),
+    path("jobs/batch", batches.JobBatchCreate.as_view(), name="job-batch"),
     path("jobs/<uuid:job_id>", streams.as_documented(streams.job_detail, views.JobDetail), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel", views.JobCancel.as_view(), name="job-cancel"),
     path("jobs/<uuid:job_id>/events", streams.as_documented(streams.job_events, views.JobEvents), name="job-events"),

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
+import uuid
 
-from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aigc_saas.api.batches import IDEMPOTENCY_HEADER, WARNING_HEADER, JobAcceptedSerializer, accepted, idempotency_key
 from aigc_saas.api.renderers import EventStreamRenderer, PassthroughRenderer
 from aigc_saas.api.serializers import (
     AccountSerializer,
@@ -70,12 +68,18 @@ class JobListCreate(generics.ListAPIView):
             jobs = jobs.filter(state=state)
         if generator := self.request.query_params.get("generator"):
             jobs = jobs.filter(generator=generator)
+        if (batch := self.request.query_params.get("batch")) is not None:
+            try:
+                jobs = jobs.filter(batch_id=uuid.UUID(batch))
+            except ValueError:
+                raise InvalidInput(f"`batch`: {batch!r} is not a batch id (a UUID)", code="invalid_filter") from None
         return jobs
 
     @extend_schema(
         parameters=[
             OpenApiParameter("state", enum=JobState.values, description="Only jobs in this state."),
             OpenApiParameter("generator", str, description="Only jobs of this generator."),
+            OpenApiParameter("batch", OpenApiTypes.UUID, description="Only jobs of this batch (`POST /jobs/batch`)."),
         ],
         responses={200: JobSerializer(many=True), **ERRORS},
     )
@@ -84,14 +88,21 @@ class JobListCreate(generics.ListAPIView):
 
     @extend_schema(
         request=JobCreateSerializer,
-        responses={202: JobSerializer, 413: ErrorBodySerializer, 429: ErrorBodySerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER, WARNING_HEADER],
+        responses={
+            202: JobAcceptedSerializer,
+            **{code: ErrorBodySerializer for code in (409, 413, 429)},
+            **ERRORS,
+        },
     )
     def post(self, request: Request) -> Response:
         body = JobCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        job = services.submit_job(request.user.tenant, api_key=request.user.api_key, **body.validated_data)
-        data = JobSerializer(job, context={"request": request}).data
-        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]})
+        key = idempotency_key(request)
+        job = services.submit_job(
+            request.user.tenant, api_key=request.user.api_key, idempotency_key=key, **body.validated_data
+        )
+        return accepted(job, request)
 
 
 class JobDetail(APIView):

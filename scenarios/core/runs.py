@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from aigc_saas.accounts.models import ApiKey, Tenant
@@ -43,17 +43,60 @@ def _origin(step: RunStep, **extra: Any) -> dict[str, Any]:
     return origin | extra
 
 
-def _submit(step: RunStep, variables: dict[str, Any], api_key: ApiKey | None, webhook_url: str = "") -> Job:
+class _Replayed(Exception):
+    """The first step's job came from an earlier request with the same `Idempotency-Key`: its run is the answer."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def _submit(
+    step: RunStep, variables: dict[str, Any], api_key: ApiKey | None, webhook_url: str = "", idempotency_key: str = ""
+) -> Job:
     version = step.template_version
     params = render_params(version, variables, step.param_overrides)
     job = jobs.submit_job(
-        step.run.tenant, version.generator, params, api_key=api_key, origin=_origin(step), webhook_url=webhook_url
+        step.run.tenant,
+        version.generator,
+        params,
+        api_key=api_key,
+        origin=_origin(step),
+        webhook_url=webhook_url,
+        idempotency_key=idempotency_key,
     )
+    if idempotency_key and (job.origin or {}).get("run") != str(step.run_id):
+        earlier = (job.origin or {}).get("run")
+        if not earlier:
+            raise Conflict(
+                "`Idempotency-Key`: this key was used for a different request; use a new key for a new run",
+                code="idempotency_key_reused",
+            )
+        raise _Replayed(earlier)  # rolls this request's run back; the earlier run is returned
     RunStep.objects.filter(pk=step.pk).update(state=RunStep.State.RUNNING, variables=variables, job=job)
     return job
 
 
-@transaction.atomic
+def _run_key(owner: Any, key: str) -> str:
+    """A run's key on its first job: scoped to the template or recipe, so `POST /jobs` keys never collide."""
+    return f"run:{owner.pk}:{key}" if key else ""
+
+
+def _replayable(start: Any) -> Any:
+    """Run `start` in a transaction; a replayed `Idempotency-Key` answers with the run the key first made."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Run:
+        try:
+            with transaction.atomic():
+                return start(*args, **kwargs)
+        except _Replayed as replay:
+            return Run.objects.get(pk=replay.run_id)
+
+    wrapper.__doc__, wrapper.__name__ = start.__doc__, start.__name__
+    return wrapper
+
+
+@_replayable
 def start_template_run(
     tenant: Tenant,
     template: Template,
@@ -63,6 +106,7 @@ def start_template_run(
     version: int | None = None,
     api_key: ApiKey | None = None,
     webhook_url: str = "",
+    idempotency_key: str = "",
 ) -> Run:
     """Validate the variables, then submit the template's job; a bad variable is a 400 naming it."""
     chosen = get_version(template, version)
@@ -75,13 +119,19 @@ def start_template_run(
         template_version=chosen,
         param_overrides=params or {},
     )
-    _submit(step, clean, api_key, webhook_url)
+    _submit(step, clean, api_key, webhook_url, _run_key(template, idempotency_key))
     return run
 
 
-@transaction.atomic
+@_replayable
 def start_recipe_run(
-    tenant: Tenant, recipe: Recipe, variables: Any, params: Any = None, *, api_key: ApiKey | None = None
+    tenant: Tenant,
+    recipe: Recipe,
+    variables: Any,
+    params: Any = None,
+    *,
+    api_key: ApiKey | None = None,
+    idempotency_key: str = "",
 ) -> Run:
     """Validate the run's inputs and per-step overrides, then submit the first step."""
     clean = validate_variables(recipe.variables, variables)
@@ -110,7 +160,7 @@ def start_recipe_run(
             param_overrides={**definition.get("params", {}), **params.get(definition["name"], {})},
         )
     first = run.steps.get(index=0)
-    _submit(first, _step_variables(run, first), api_key)
+    _submit(first, _step_variables(run, first), api_key, idempotency_key=_run_key(recipe, idempotency_key))
     return run
 
 
@@ -123,14 +173,34 @@ def _step_variables(run: Run, step: RunStep) -> dict[str, Any]:
     }
     specs = {v["name"]: v for v in step.template_version.variables}
     for name, value in values.items():
-        if specs[name].get("type") in ("integer", "number"):
-            values[name] = float(value) if specs[name]["type"] == "number" else int(float(value))
-        elif specs[name].get("type") == "boolean":
-            values[name] = value.strip().lower() in ("true", "1", "yes")
-        elif specs[name].get("max_length") or specs[name].get("type") in ("string", "text"):
-            limit = specs[name].get("max_length") or (300 if specs[name].get("type", "string") == "string" else 4000)
-            values[name] = value[:limit]  # earlier steps' text may run long; the template bounds what it reads
+        spec = specs.get(name)
+        if spec is None:  # the template changed since the recipe was saved
+            raise InvalidInput(
+                f"`steps.{step.name}.variables.{name}`: the template no longer has this variable; it has {sorted(specs)}",
+                code="invalid_step_variable",
+            )
+        values[name] = _convert(value, spec, field=f"steps.{step.name}.variables.{name}")
     return validate_variables(step.template_version.variables, values, prefix=f"steps.{step.name}.variables")
+
+
+def _convert(value: str, spec: dict[str, Any], *, field: str) -> Any:
+    """A rendered text as the variable's type; what an earlier step wrote may not be a number: a 400 naming it."""
+    kind = spec.get("type", "string")
+    if kind in ("integer", "number"):
+        try:
+            number = float(value)
+            return number if kind == "number" else int(number)
+        except (TypeError, ValueError, OverflowError):  # "twelve", "nan", "inf", "1e999"
+            raise InvalidInput(
+                f"`{field}`: {value[:80]!r} (rendered from an earlier step) is not a valid {kind}",
+                code="invalid_step_variable",
+            ) from None
+    if kind == "boolean":
+        return value.strip().lower() in ("true", "1", "yes")
+    if spec.get("max_length") or kind in ("string", "text"):
+        limit = spec.get("max_length") or (300 if kind == "string" else 4000)
+        return value[:limit]  # earlier steps' text may run long; the template bounds what it reads
+    return value
 
 
 def _output(job: Job) -> dict[str, Any]:
@@ -167,15 +237,52 @@ def _fail_step(run: Run, step: RunStep, code: str, message: str, state: str = Ru
     )
 
 
+# The database itself failing (locked, gone): the run is left as it is and the stale-run sweep tries again.
+TRANSIENT = (OperationalError, InterfaceError)
+
+
 def advance_run(run_id: Any) -> Run | None:
-    """Move a run on after its current job finished; safe to call twice and while nothing has finished."""
+    """Move a run on after its current job finished; safe to call twice and while nothing has finished.
+
+    Any other failure fails the run, naming the step it was at, so no run stays `running` forever."""
+    try:
+        with transaction.atomic():
+            run = Run.objects.select_for_update().filter(pk=run_id).first()
+            if run is None or run.is_terminal:
+                return run
+            _advance(run)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug in one step must end its run, not leave it stuck
+        log.exception("advancing run %s failed; failing the run", run_id)
+        _fail_stuck(run_id, exc)
+    run = Run.objects.filter(pk=run_id).first()
+    return run
+
+
+def _fail_stuck(run_id: Any, exc: Exception) -> None:
+    """Fail the run at its active step (the advance above rolled back), in a transaction of its own."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.is_terminal:
-            return run
-        _advance(run)
-    run.refresh_from_db()
-    return run
+            return
+        step = (
+            run.steps.select_related("template_version__template").filter(state__in=ACTIVE).first()
+            or run.steps.select_related("template_version__template").order_by("index").first()
+        )
+        code = getattr(exc, "code", None) if isinstance(exc, ServiceError) else None
+        _fail_step(run, step, code or "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def advance_stale_runs() -> int:
+    """The sweep for runs whose doorbell was lost; one run that fails to advance does not stop the others."""
+    stale = stale_run_ids()
+    for run_id in stale:
+        try:
+            advance_run(run_id)
+        except DatabaseError:
+            log.exception("could not advance run %s; the next sweep tries again", run_id)
+    return len(stale)
 
 
 def _advance(run: Run) -> None:
@@ -195,7 +302,15 @@ def _advance(run: Run) -> None:
         except StructuredOutputInvalid as exc:
             constrained = bool((job.params or {}).get("response_format"))
             if step.state == RunStep.State.RUNNING and not constrained:
-                _submit_repair(step, job, exc.message)
+                try:
+                    _submit_repair(step, job, exc.message)
+                except ServiceError as refused:  # quota reached, generator disabled meanwhile…
+                    _fail_step(
+                        run,
+                        step,
+                        refused.code,
+                        f"job {job.pk}: {exc.message}; the repair job could not be submitted: {refused.message}",
+                    )
             elif constrained:
                 # Decoding was constrained to the schema, so a repair job would meet the same grammar: fail clearly.
                 _fail_step(run, step, "structured_output_invalid", f"job {job.pk}: {exc.message}")
@@ -214,9 +329,15 @@ def _advance(run: Run) -> None:
         _finish(run, RunState.SUCCEEDED)
         return
     try:
-        _submit(following, _step_variables(run, following), run.api_key)
+        with transaction.atomic():  # a savepoint: a failed submission leaves the finished step recorded
+            _submit(following, _step_variables(run, following), run.api_key)
     except ServiceError as exc:
         _fail_step(run, following, exc.code, exc.message)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the run fails at the step that could not start, not stuck
+        log.exception("run %s: step %s could not be submitted", run.pk, following.name)
+        _fail_step(run, following, "internal_error", f"could not be submitted: {type(exc).__name__}: {exc}")
 
 
 def _submit_repair(step: RunStep, job: Job, problem: str) -> None:

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aigc_saas.api.batches import IDEMPOTENCY_HEADER, idempotency_key
 from aigc_saas.api.serializers import ErrorBodySerializer
 from scenarios.core import recipes, runs, templates
 from scenarios.core.models import Recipe, Run
@@ -118,14 +119,22 @@ class TemplateRunCreate(APIView):
     required_scopes = {"POST": "submit"}
     throttle_scope = "submissions"
 
-    @extend_schema(request=TemplateRunSerializer, responses={202: RunSerializer, **ERRORS})
+    @extend_schema(
+        request=TemplateRunSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={202: RunSerializer, 409: ErrorBodySerializer, **ERRORS},
+    )
     def post(self, request: Request, template_id: str) -> Response:
         """Run a template: its job goes through the same submission as every other job."""
         template = templates.get_template(request.user.tenant, template_id)
         body = TemplateRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         run = runs.start_template_run(
-            request.user.tenant, template, api_key=request.user.api_key, **body.validated_data
+            request.user.tenant,
+            template,
+            api_key=request.user.api_key,
+            idempotency_key=idempotency_key(request),
+            **body.validated_data,
         )
         return _accepted(run, request)
 
@@ -142,12 +151,22 @@ class RecipeRunCreate(APIView):
     required_scopes = {"POST": "submit"}
     throttle_scope = "submissions"
 
-    @extend_schema(request=RecipeRunSerializer, responses={202: RunSerializer, **ERRORS})
+    @extend_schema(
+        request=RecipeRunSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={202: RunSerializer, 409: ErrorBodySerializer, **ERRORS},
+    )
     def post(self, request: Request, slug: str) -> Response:
         body = RecipeRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         recipe = recipes.get_recipe(slug)
-        run = runs.start_recipe_run(request.user.tenant, recipe, api_key=request.user.api_key, **body.validated_data)
+        run = runs.start_recipe_run(
+            request.user.tenant,
+            recipe,
+            api_key=request.user.api_key,
+            idempotency_key=idempotency_key(request),
+            **body.validated_data,
+        )
         return _accepted(run, request)
 
 
