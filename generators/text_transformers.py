@@ -81,6 +81,15 @@ class TextConfig(GeneratorConfig):
     max_input_tokens: int = Field(default=4096, ge=16, le=131072, description="Longer prompts are refused.")
 
 
+def _grammar_batch_mask() -> Any:
+    """The grammar library's one-pass mask for a whole step, where it is installed."""
+    try:
+        from generators.grammar import mask_logits_batch
+    except ImportError:
+        return None
+    return mask_logits_batch
+
+
 class TextGenerator(Generator):
     """Text from an instruction with a transformers causal language model."""
 
@@ -118,6 +127,7 @@ class TextGenerator(Generator):
             stop_token_ids=self._stop_token_ids(),
             metadata=self._metadata,
             make_constraint=self._constraint,
+            mask_batch=_grammar_batch_mask(),
         )
 
     def _input_ids(self, params: TextParams) -> list[int]:
@@ -152,7 +162,9 @@ class TextGenerator(Generator):
                 code="structured_output_unsupported",
             ) from None
         vocab = self.model.get_output_embeddings().weight.shape[0]
-        return compile_constraint(self.tokenizer, params.response_format.model_dump(by_alias=True), vocab)
+        return compile_constraint(
+            self.tokenizer, params.response_format.model_dump(by_alias=True), vocab, max_tokens=params.max_new_tokens
+        )
 
     def _metadata(self, params: TextParams) -> dict[str, Any]:
         return {

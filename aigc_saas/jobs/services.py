@@ -54,7 +54,7 @@ def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[s
     except ParamsInvalid as exc:
         fields = [{**e, "field": f"params.{e['field']}", "message": f"`params.{e['message'][1:]}"} for e in exc.errors]
         raise InvalidInput("; ".join(f["message"] for f in fields), fields=fields) from None
-    return model.model_dump(mode="json")
+    return model.model_dump(mode="json", by_alias=True)  # as submitted: aliased fields keep their names
 
 
 def submit_job(

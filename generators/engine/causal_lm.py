@@ -56,6 +56,7 @@ class CausalLMRunner:
         stop_token_ids: set[int],
         metadata: Callable[[Any], dict[str, Any]],
         make_constraint: Callable[[Any], Any] | None = None,
+        mask_batch: Callable[[list[Any], Any], None] | None = None,
     ) -> None:
         import torch
 
@@ -66,6 +67,7 @@ class CausalLMRunner:
         self.stop_token_ids = stop_token_ids
         self.metadata = metadata
         self.make_constraint = make_constraint
+        self.mask_batch = mask_batch  # masks every constrained row of a step at once, where the grammar can
         self.device = model.device
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.20 says `cache`
@@ -131,9 +133,14 @@ class CausalLMRunner:
                 return []
             scores = torch.cat(logits).float()
         outputs: list[Output] = []
-        for index, row in enumerate(self.rows):
-            if row.constraint is not None:
-                row.constraint.mask_logits(scores[index])
+        constraints = [row.constraint for row in self.rows]
+        if any(c is not None for c in constraints):
+            if self.mask_batch is not None:
+                self.mask_batch(constraints, scores)
+            else:
+                for index, constraint in enumerate(constraints):
+                    if constraint is not None:
+                        constraint.mask_logits(scores[index])
         tokens = sample_rows(scores, self.rows)
         self.next_tokens = torch.tensor(tokens, dtype=torch.long, device=self.device)
         for row, token in zip(self.rows, tokens, strict=True):

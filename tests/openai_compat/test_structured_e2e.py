@@ -15,15 +15,7 @@ import requests
 from generators.schema_safety import validator_for
 from tests.grammar.conftest import seeded_template
 
-# Waiting on two one-line changes in the lead's files (verified on a copy of the tree: then all of these pass):
-# jobs/services.py stores params with `model_dump(mode="json")`, which writes response_format's `schema` as
-# `schema_` (its field name), so the worker refuses the stored params; it needs `by_alias=True`. And
-# text_transformers.py must pass `max_tokens=params.max_new_tokens` to `compile_constraint`, or nothing steers
-# the output to close within the budget. strict: the marker fails the suite once they land, so it gets removed.
-WAITING_ON_ENGINE = pytest.mark.xfail(
-    strict=True, reason="needs services.model_dump(by_alias=True) and compile_constraint(max_tokens=...)"
-)
-pytestmark = [pytest.mark.django_db(transaction=True), WAITING_ON_ENGINE]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 RUNS = 20
 VARIABLES = {

@@ -73,11 +73,6 @@ def test_a_recipe_chains_text_image_and_speech_feeding_each_step_the_last(
     assert voice_job["origin"]["recipe"] == "campaign-kit" and voice_job["origin"]["step"] == "voice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs jobs/services.py to store params with model_dump(by_alias=True): `response_format.schema` "
-    "is stored as `schema_` and the worker refuses it (invalid_params)",
-)
 def test_a_structured_step_the_model_cannot_satisfy_fails_the_recipe_naming_the_step(api, worker, catalogue) -> None:  # noqa: ANN001
     body = {
         "variables": {"subject": "bookkeeping basics", "audience": "sole traders"},
