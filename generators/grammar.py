@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy
+
 from generators.errors import GeneratorError
 
 if TYPE_CHECKING:
@@ -196,6 +198,7 @@ class TokenConstraint:
         self._compiled = compiled
         self.matcher = xgr.GrammarMatcher(compiled)
         self.bitmask = xgr.allocate_token_bitmask(1, grammars.vocab_size)
+        self.bitmask_np = self.bitmask.numpy()  # the same memory
         self.max_tokens = max_tokens
         self.wrap_up_at = (
             None if max_tokens is None else max_tokens - max(WRAP_UP_MIN, int(max_tokens * WRAP_UP_FRACTION))
@@ -218,6 +221,19 @@ class TokenConstraint:
 
         self.matcher.fill_next_token_bitmask(self.bitmask, 0)
         self.bitmask[0] &= self.usable_now()
+        numpy_ok = logits.dtype in (torch.float32, torch.float64, torch.float16)
+        if logits.device.type == "cpu" and numpy_ok and not logits.requires_grad and logits.is_contiguous():
+            # One row on CPU: numpy writes through the shared memory in ~5 us, a third of a torch kernel call
+            # plus the inference-mode switch; per-row masking is what the engine calls 32 times a step.
+            width = min(logits.shape[-1], self._grammars.vocab_size)
+            allowed = numpy.unpackbits(self.bitmask_np[0].view(numpy.uint8), bitorder="little")[:width]
+            row = logits.detach().numpy()
+            numpy.copyto(row[:width], -numpy.inf, where=allowed == 0)
+            row[width:] = -numpy.inf
+            if self.wrapping_up:
+                with torch.inference_mode():
+                    self._steer_to_close(logits, width)
+            return
         # The engine's logits come out of inference mode; editing them in place is only allowed inside it.
         with torch.inference_mode():
             xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask.to(logits.device, non_blocking=True))
