@@ -88,9 +88,12 @@ def served(info: PluginInfo, config: GeneratorConfig, device: DeviceChoice) -> S
         generator.setup(device)
         return Served(info, config, device, generator)
 
-    value = model_cache().get_or_load(
-        key, load, device=device.device, estimate_bytes=info.cls.needs.memory_mb * 1024 * 1024
-    )
+    cache = model_cache()
+    estimate = info.cls.needs.memory_mb * 1024 * 1024
+    value = cache.get_or_load(key, load, device=device.device, estimate_bytes=estimate)
+    if value.engine.stopped:  # its loop died on an error it could not survive: load it afresh
+        cache.evict(key)
+        value = cache.get_or_load(key, load, device=device.device, estimate_bytes=estimate)
     with _served_lock:
         _served[key] = value
     return value
@@ -159,6 +162,9 @@ def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | Gener
                 return seq.future.result(timeout=TICK_SECONDS)
             except FutureTimeout:
                 pass
+            if seq.deadline is not None and time.monotonic() > seq.deadline + 60:  # the engine itself is stuck
+                seq.cancel()
+                return GeneratorError("the job ran past its time limit and its engine did not stop it", code="timeout")
             if time.monotonic() - last_renewal >= settings.AIGC_LEASE_SECONDS / 3:
                 last_renewal = time.monotonic()
                 if not services.renew_lease(job):

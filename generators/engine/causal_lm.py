@@ -229,11 +229,14 @@ class CausalLMRunner:
         self.positions = torch.cat([self.positions, positions])
         self.next_tokens = torch.cat([self.next_tokens, torch.zeros_like(positions)])  # overwritten by sampling
 
+    def reset(self) -> None:
+        self.rows, self.cache, self.mask, self.positions, self.next_tokens = [], None, None, None, None
+
     def _drop(self, leaving: set[int]) -> None:
         torch = self.torch
         keep = [i for i, row in enumerate(self.rows) if id(row.seq) not in leaving]
         if not keep:
-            self.rows, self.cache, self.mask, self.positions, self.next_tokens = [], None, None, None, None
+            self.reset()
             return
         if len(keep) == len(self.rows):
             return

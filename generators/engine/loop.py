@@ -31,6 +31,7 @@ class StepRunner(Protocol):
     def footprint(self, rows: list[Sequence]) -> int: ...  # KV token slots these rows may need together
     def kv_bytes_per_token(self) -> int: ...
     def step(self, joining: list[Sequence], leaving: list[Sequence]) -> list[Output]: ...
+    def reset(self) -> None: ...  # forget every row (after a failed step)
 
 
 def stopped(seq: Sequence) -> GeneratorError:
@@ -61,6 +62,10 @@ class _EngineThread:
                 self._thread.start()
             self._wake.notify()
         return seq
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping
 
     def wake(self) -> None:
         with self._wake:
@@ -111,9 +116,13 @@ class _EngineThread:
         raise NotImplementedError
 
     def abandon(self) -> list[Sequence]:
+        """Every sequence this engine still holds; it takes no more (a later `submit` raises)."""
         with self._wake:
             self._stopping = True
             left, self._inbox = self._inbox, []
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None:
+            left += scheduler.drop_waiting(lambda s: False) + list(scheduler.running)
         return left
 
 
@@ -126,11 +135,16 @@ class StepEngine(_EngineThread):
         self.scheduler = Scheduler(budget_tokens=budget_tokens, max_rows=max_rows, footprint=runner.footprint)
 
     def stats(self) -> dict[str, Any]:
+        running = list(self.scheduler.running)
+        try:
+            used = self.runner.footprint(running)
+        except Exception:  # noqa: BLE001 - read from another thread while a step changes the frame
+            used = sum(s.cost for s in running)
         return {
-            "running": len(self.scheduler.running),
+            "running": len(running),
             "waiting": self.scheduler.waiting_count + len(self._inbox),
             "kv_budget_tokens": self.scheduler.budget_tokens,
-            "kv_used_tokens": self.runner.footprint(list(self.scheduler.running)),
+            "kv_used_tokens": used,
             "max_rows": self.scheduler.max_rows,
             "steps_total": self.steps_total,
             "tokens_total": self.tokens_total,
@@ -181,7 +195,8 @@ class StepEngine(_EngineThread):
             rows = list(self.scheduler.running)
             for seq in rows:
                 self.scheduler.finish(seq)
-            self.runner.step([], rows + list(leaving))  # release their cache
+            self.scheduler.plan()  # they leave now: the runner forgets every row
+            self.runner.reset()
             del exc
             return [Output(seq, outcome=error) for seq in rows]
         self.steps_total += 1

@@ -182,3 +182,24 @@ def test_a_pass_engine_batches_the_jobs_that_arrived_during_a_pass(tiny_models) 
     assert [s.future.result(10).text for s in [first, *later]] == ["first", "aa", "bb", "ccc", "dd"]
     served.stop()
     assert passes == [["first"], ["aa", "bb", "dd"], ["ccc"]]
+
+
+def test_a_failed_step_fails_its_rows_with_a_code_and_the_engine_serves_the_next_jobs(plugin) -> None:  # noqa: ANN001
+    recorder = Recorder()
+    runner = plugin.create_runner()
+    served = StepEngine(runner, budget_tokens=100_000, max_rows=8, emit=recorder, name="test")
+    real_forward, calls = runner._forward, []
+
+    def failing_forward(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99999999999 bytes")
+        return real_forward(*args, **kwargs)
+
+    runner._forward = failing_forward
+    doomed = served.submit(job(plugin, "doomed", max_new_tokens=50))
+    outcome = doomed.future.result(30)
+    assert isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory"
+    after = served.submit(job(plugin, "after", max_new_tokens=5))
+    assert after.future.result(30).metadata["completion_tokens"] == 5
+    served.stop()
