@@ -43,11 +43,15 @@ class OpenAIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
 
+    @property
+    def body_type(self) -> str:
+        return TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+
     def response(self) -> JsonResponse:
         body = {
             "error": {
                 "message": self.message,
-                "type": TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error"),
+                "type": self.body_type,
                 "param": self.param,
                 "code": self.code,
             }

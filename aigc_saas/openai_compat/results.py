@@ -34,7 +34,12 @@ def job_failure(job: Job) -> OpenAIError | None:
         return None
     message = f"job {job.pk} {job.state}: {job.error_message or job.error_code}"
     if job.error_code in CLIENT_FAULTS:
-        return OpenAIError(400, message, param=CLIENT_FAULTS[job.error_code], code=job.error_code)
+        param = CLIENT_FAULTS[job.error_code]
+        if param == "messages" and (job.params or {}).get("prompt"):
+            param = "prompt"  # a text completion's prompt
+        elif param == "max_completion_tokens" and (job.origin or {}).get("openai") == "completions":
+            param = "max_tokens"
+        return OpenAIError(400, message, param=param, code=job.error_code)
     return OpenAIError(500, message, code=job.error_code or job.state)
 
 

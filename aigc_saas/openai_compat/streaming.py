@@ -102,7 +102,7 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
                 {
                     "error": {
                         "message": failure.message,
-                        "type": "server_error",
+                        "type": failure.body_type,
                         "param": failure.param,
                         "code": failure.code,
                     }
