@@ -1,4 +1,5 @@
-"""Latency of the built-in image and speech plugins on the tiny models: cold vs warm, and image steps scaling.
+"""Latency of the built-in image and speech plugins on the tiny models: cold vs warm, image steps scaling, and
+4 compatible image jobs one by one vs one batched pass (`generate_batch`, as the worker's PassEngine runs them).
 
 Run: `python bench/bench_media.py` (CPU unless AIGC_DEVICE says otherwise). Prints plain tables.
 """
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep the tables readable
 
 from generators.audio_speech import SpeechGenerator  # noqa: E402
-from generators.base import Generator, LocalContext  # noqa: E402
+from generators.base import BatchItem, Generator, LocalContext  # noqa: E402
 from generators.image_diffusers import ImageGenerator  # noqa: E402
 from generators.testing.tiny_models import build_tiny_image_model, build_tiny_speech_model  # noqa: E402
 from hardware import select_device  # noqa: E402
@@ -88,6 +89,51 @@ def main() -> None:
         params = ImageGenerator.validate_params(image_params | size | {"steps": steps})
         total = median_of(args.repeats, lambda p=params: plugin.generate(p, LocalContext(device)))
         print(f"{steps:5d} {total * 1000:11.1f} {total * 1000 / steps:14.1f}")
+
+    batching(plugin, image_params, args.repeats)
+
+
+def batching(plugin: ImageGenerator, image_params: dict[str, Any], repeats: int) -> None:
+    """Four compatible text-to-image jobs (other prompts and seeds) one by one vs one batched pass, same run.
+
+    The two are interleaved run by run and both wall and CPU time are printed: on a shared machine the wall
+    time of one run swings with the neighbours' load, the process CPU time much less.
+    """
+    device = plugin.device
+    size = ImageGenerator.max_batch_size
+    prompts = ["a handmade ceramic mug", "a red fox in snow", "green tea in a glass", "a lighthouse at dusk"]
+    print(
+        f"\n{size} compatible image jobs (4 steps, guidance 7.5): one by one vs one batched pass, median of {repeats}"
+    )
+    print(f"{'size':>9} {'one by one':>20} {'batched':>20} {'speed-up':>16} {'seeded PNG same':>16}")
+    print(f"{'':>9} {'wall / cpu (ms)':>20} {'wall / cpu (ms)':>20} {'wall / cpu':>16}")
+    for side in (64, 256, 512):
+        jobs = [
+            ImageGenerator.validate_params(image_params | {"prompt": p, "seed": i, "width": side, "height": side})
+            for i, p in enumerate(prompts[:size])
+        ]
+
+        def one_by_one(js: list = jobs) -> list:
+            return [plugin.generate(j, LocalContext(device)) for j in js]
+
+        def batched(js: list = jobs) -> list:
+            return plugin.generate_batch([BatchItem(j, LocalContext(device)) for j in js])
+
+        batched()  # warm-up at this size
+        runs: dict[str, list[tuple[float, float]]] = {"alone": [], "batched": []}
+        for _ in range(repeats):
+            for name, fn in (("alone", one_by_one), ("batched", batched)):
+                wall, cpu = time.perf_counter(), time.process_time()
+                fn()
+                runs[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+        (a_wall, a_cpu), (b_wall, b_cpu) = (
+            (statistics.median(w for w, _ in runs[n]), statistics.median(c for _, c in runs[n])) for n in runs
+        )
+        same = one_by_one()[1].files[0].data == batched()[1].files[0].data
+        print(
+            f"{side:>4}x{side:<4} {a_wall * 1000:9.0f} / {a_cpu * 1000:8.0f} {b_wall * 1000:9.0f} / {b_cpu * 1000:8.0f}"
+            f" {a_wall / b_wall:7.2f}x / {a_cpu / b_cpu:5.2f}x {str(same):>16}"
+        )
 
 
 if __name__ == "__main__":
