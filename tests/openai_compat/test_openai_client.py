@@ -281,3 +281,29 @@ def test_a_client_that_hangs_up_on_a_waiting_call_cancels_its_job(v1_server, wor
         time.sleep(0.2)
         job.refresh_from_db()
     assert job.state == "cancelled", job.state
+
+
+@pytest.mark.parametrize(
+    ("call", "param"),
+    [
+        (lambda c: c.images.generate(model="diffusers-image", prompt="x", size="65x65"), "size"),
+        (lambda c: c.images.generate(model="diffusers-image", prompt="x", n=9), "n"),
+        (
+            lambda c: c.audio.speech.create(
+                model="transformers-speech", voice="alloy", input="x", response_format="mp3"
+            ),
+            "response_format",
+        ),
+        (lambda c: c.audio.speech.create(model="transformers-speech", voice="alloy", input="x", speed=3.0), "speed"),
+        (lambda c: c.completions.create(model=TEXT, prompt="x", echo=True), "echo"),
+        (
+            lambda c: c.chat.completions.create(model="diffusers-image", messages=[{"role": "user", "content": "x"}]),
+            "model",
+        ),
+    ],
+)
+def test_media_and_completion_params_out_of_range_are_bad_requests_naming_them(client, media, call, param) -> None:  # noqa: ANN001
+    with pytest.raises(openai.BadRequestError) as caught:
+        call(client)
+
+    assert caught.value.param == param, caught.value.body
