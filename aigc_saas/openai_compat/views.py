@@ -38,6 +38,7 @@ from aigc_saas.openai_compat.serializers import (
     parse,
 )
 from aigc_saas.openai_compat.streaming import relay
+from aigc_saas.validation import MAX_JSON_DEPTH, json_depth
 
 URL_SALT = "aigc_saas.openai_compat.artifact"
 
@@ -59,10 +60,23 @@ def _authorize(request: HttpRequest, documented: type[APIView]) -> Any:
 
 
 def _body(request: HttpRequest) -> Any:
+    """The JSON body, with the API's limits on size and nesting answered in OpenAI's shape."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
-        return json.loads(request.body or b"null")
-    except ValueError as exc:
-        raise OpenAIError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise OpenAIError(400, "`Content-Length`: must be an integer", code="invalid_content_length") from None
+    if limit is not None and length > limit:
+        raise OpenAIError(
+            413, f"`body`: {length} bytes is over this server's limit of {limit} bytes", code="payload_too_large"
+        )
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, RecursionError) as exc:
+        raise OpenAIError(400, f"The request body is not valid JSON: {str(exc)[:200]}", code="invalid_json") from None
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise OpenAIError(400, f"`body`: JSON nested deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
+    return body
 
 
 def _submit(caller: Any, target: catalog.Target, params: dict[str, Any], n: int, origin: dict, names: dict) -> list:

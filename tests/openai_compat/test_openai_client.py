@@ -307,3 +307,27 @@ def test_media_and_completion_params_out_of_range_are_bad_requests_naming_them(c
         call(client)
 
     assert caught.value.param == param, caught.value.body
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"[" * 100000 + b"]" * 100000, 400, "invalid_json"),
+        (
+            json.dumps({"model": TEXT, "messages": [{"role": "user", "content": "x" * 2_000_000}]}).encode(),
+            413,
+            "payload_too_large",
+        ),
+    ],
+)
+def test_malformed_deep_or_oversized_bodies_are_openai_shaped_4xx(v1_server, tenant_key, body, status, code) -> None:  # noqa: ANN001
+    response = requests.post(
+        f"{v1_server.url}/v1/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {tenant_key[1]}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
