@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from redis import RedisError
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from rest_framework.request import Request
@@ -154,8 +155,11 @@ def _streams_key(tenant_id: Any) -> str:
 async def _open_stream(tenant_id: Any) -> bool:
     redis_client = events._async_client()
     key = _streams_key(tenant_id)
-    count = await redis_client.incr(key)
-    await redis_client.expire(key, 3600)  # a crashed web process cannot hold a slot for longer
+    try:
+        count = await redis_client.incr(key)
+        await redis_client.expire(key, 3600)  # a crashed web process cannot hold a slot for longer
+    except RedisError:  # no count while Redis is away: the stream opens and follows once it is back
+        return True
     if count > settings.AIGC_MAX_STREAMS_PER_TENANT:
         await redis_client.decr(key)
         return False

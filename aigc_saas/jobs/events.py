@@ -129,7 +129,12 @@ async def follow(
     quiet_since = time.monotonic()
     while (left := deadline - time.monotonic()) > 0:
         block = min(left, heartbeat or left, BLOCK_MS / 1000)
-        reply = await redis_client.xread({key: last}, count=500, block=max(1, int(block * 1000)))
+        try:
+            reply = await redis_client.xread({key: last}, count=500, block=max(1, int(block * 1000)))
+        except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
+            log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
+            await asyncio.sleep(min(0.5, max(left, 0)))
+            reply = None
         if not reply:
             if heartbeat and time.monotonic() - quiet_since >= heartbeat:
                 quiet_since = time.monotonic()
