@@ -137,6 +137,7 @@ def run(job: Job, info: PluginInfo, config: GeneratorConfig, device: DeviceChoic
         from aigc_saas.jobs.runtime import model_cache
 
         log.warning("job %s ran out of memory on %s; retrying once in low-memory mode", job.pk, device.device)
+        outcome = None  # nothing of the failed attempt may stay referenced while the retry loads
         free_device(device.device, model_cache())
         outcome = _run_once(job, served(info, config, replace(device, low_memory=True)), params)
     return outcome

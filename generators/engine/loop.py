@@ -299,6 +299,8 @@ class PassEngine(_EngineThread):
         for seq, result in zip(seqs, results, strict=True):
             if isinstance(result, JobCancelled) and seq.expired and not seq.cancelled:
                 result = timed_out(seq)
+            if isinstance(result, GeneratorError):
+                result = detached(result)
             outcomes.append(Output(seq, outcome=result))
         self._emit(outcomes)
 
@@ -306,7 +308,14 @@ class PassEngine(_EngineThread):
         try:
             return self.generator.generate(item.params, item.ctx)
         except GeneratorError as exc:
-            return exc
+            return detached(exc)
+
+
+def detached(error: GeneratorError) -> GeneratorError:
+    """The error without its traceback and chained causes: they hold the failed pass's frames (the plugin,
+    its activations), which must not outlive the pass, above all while an out-of-memory retry loads again."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    return error
 
 
 def _as_error(exc: BaseException) -> GeneratorError:
@@ -314,7 +323,7 @@ def _as_error(exc: BaseException) -> GeneratorError:
     from hardware.oom import is_oom
 
     if isinstance(exc, GeneratorError):
-        return exc
+        return detached(exc)
     if is_oom(exc):
         return GeneratorError(f"the device ran out of memory: {exc}", code="out_of_memory")
     code = getattr(exc, "code", None)

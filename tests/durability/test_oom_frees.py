@@ -96,15 +96,7 @@ def test_a_real_cpu_allocation_failure_is_recognised_as_out_of_memory() -> None:
     assert is_oom(raised.value)
 
 
-# The plugin's own `OutOfMemory` reaches `engine_host.run` with its traceback, which holds the failed attempt's
-# frames (its instance, its activations) while the retry runs. The fix, one line in `engine_host.run`
-# (`outcome = None` before `free_device`), is the lead's; strict, so this fails the day it is fixed.
-HELD_BY_TRACEBACK = pytest.mark.xfail(
-    strict=True, reason="engine_host.run keeps the first OutOfMemory outcome (and its traceback) during the retry"
-)
-
-
-@pytest.mark.parametrize("mode", ["cpu", pytest.param("wrapped", marks=HELD_BY_TRACEBACK), "cuda"])
+@pytest.mark.parametrize("mode", ["cpu", "wrapped", "cuda"])
 def test_the_failed_attempt_is_freed_before_the_low_memory_retry(tenant, hungry, mode: str) -> None:  # noqa: ANN001
     hungry.mode = mode
     job = services.submit_job(tenant, "transformers-text", {"prompt": "big"})
