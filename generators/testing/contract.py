@@ -22,6 +22,12 @@ import pytest
 from pydantic import BaseModel
 
 from generators.base import GenerationResult, Generator, LocalContext
+from generators.testing.batch_checks import (
+    batch_cancellation_problems,
+    batch_seed_problems,
+    companion_params,
+    engine_problems,
+)
 from generators.testing.checks import (
     CPU,
     HEAVY_MODULES,
@@ -47,10 +53,14 @@ __all__ = [
     "ContractViolation",
     "PluginContract",
     "asset_problems",
+    "batch_cancellation_problems",
     "batch_problems",
+    "batch_seed_problems",
     "cancellation_problems",
     "check_plugin",
+    "companion_params",
     "declaration_problems",
+    "engine_problems",
     "import_problems",
     "invalid_params_problems",
     "metadata_problems",
@@ -110,6 +120,12 @@ def check_plugin(
         report.problems["cancellation"] = cancellation_problems(plugin, params, device)
         # The inherited one-by-one generate_batch is checked too: batch_key and the outputs are the plugin's own.
         report.problems["batch generation"] = batch_problems(plugin, params, device)
+        # Items of one pass are separate jobs: each keeps its own cancel and seed, whatever its companions do.
+        report.problems["batch cancellation"] = batch_cancellation_problems(
+            plugin, sample_params, device, sample_inputs
+        )
+        report.problems["batch seeds"] = batch_seed_problems(plugin, sample_params, device, sample_inputs)
+        report.problems["engine runner"] = engine_problems(plugin, sample_params, device, sample_inputs)
     finally:
         plugin.teardown()
     return report
@@ -194,4 +210,17 @@ class PluginContract:
         fail_on(problems, f"{self.plugin.__name__}.generate cancellation")
 
     def test_batch_generation(self, loaded_plugin: Generator) -> None:
-        fail_on(batch_problems(loaded_plugin, self._params(), self.device), f"{self.plugin.__name__}.generate_batch")
+        """One result per item; one item's cancel and seed stay its own; an engine runner serves jobs apart.
+
+        (One test, not four, so a plugin package's own contract run keeps its count across kit releases.)"""
+        name, sample, inputs = self.plugin.__name__, self.sample_params, self.sample_inputs
+        problems = [f"generate_batch: {p}" for p in batch_problems(loaded_plugin, self._params(), self.device)]
+        problems += [
+            f"generate_batch, one item cancelled: {p}"
+            for p in batch_cancellation_problems(loaded_plugin, sample, self.device, inputs)
+        ]
+        problems += [
+            f"generate_batch, seeds: {p}" for p in batch_seed_problems(loaded_plugin, sample, self.device, inputs)
+        ]
+        problems += [f"create_runner: {p}" for p in engine_problems(loaded_plugin, sample, self.device, inputs)]
+        fail_on(problems, f"{name} batches and engine")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from generators.base import (
+    BatchItem,
     GenerationContext,
     GenerationResult,
     Generator,
@@ -18,9 +21,15 @@ from generators.base import (
     Modality,
     OutputFile,
 )
+from generators.engine.sequence import Output
+from generators.errors import GeneratorError, JobCancelled
 from generators.testing.contract import (
+    batch_cancellation_problems,
+    batch_seed_problems,
     cancellation_problems,
     check_plugin,
+    companion_params,
+    engine_problems,
     import_problems,
     invalid_params_problems,
     metadata_problems,
@@ -208,3 +217,204 @@ def test_a_broken_declaration_stops_the_report_early() -> None:
     assert list(report.problems) == ["declaration"]
     with pytest.raises(AssertionError, match="`name` must match"):
         report.raise_for_problems()
+
+
+# --- batches: one item's cancel and seed stay its own; the engine capability --------------------------------------
+
+WORDS = ["amber", "bright", "cosy", "dawn", "every", "fresh", "golden", "honey", "island", "jolly"]
+
+
+class Lockstep(Echo):
+    """Runs its items side by side, one word per step for all of them: the shape of a real batched model."""
+
+    name = "kit-lockstep"
+    max_batch_size = 4
+
+    def batch_key(self, params: GoodParams) -> int:
+        return params.repeat
+
+    def generate(self, params: GoodParams, ctx: GenerationContext) -> GenerationResult:
+        [outcome] = self.generate_batch([BatchItem(params, ctx)])
+        if isinstance(outcome, GeneratorError):
+            raise outcome
+        return outcome
+
+    def rngs(self, seeds: list[int]) -> list[random.Random]:
+        return [random.Random(seed) for seed in seeds]  # one stream per item
+
+    def stopped(self, items: Sequence[BatchItem], i: int) -> bool:
+        return items[i].ctx.cancelled()
+
+    def metadata(self, items: Sequence[BatchItem], seed: int) -> dict[str, Any]:
+        device = items[0].ctx.device
+        return {"model_id": self.config.model_id, "device": device.device, "dtype": device.dtype, "seed": seed}
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
+        seeds = [i.params.seed if i.params.seed is not None else random.SystemRandom().randrange(1000) for i in items]
+        rngs = self.rngs(seeds)
+        words: list[list[str]] = [[] for _ in items]
+        outcomes: list[GenerationResult | GeneratorError | None] = [None] * len(items)
+        steps = items[0].params.repeat
+        for step in range(steps):
+            for i, item in enumerate(items):
+                if outcomes[i] is None:
+                    words[i].append(f"{item.params.prompt}-{rngs[i].choice(WORDS)}")
+                    item.ctx.progress((step + 1) / steps, f"{step + 1}/{steps}")
+                    if self.stopped(items, i):
+                        outcomes[i] = JobCancelled("the job was cancelled")
+        return [
+            outcome or GenerationResult(text=" ".join(words[i]), metadata=self.metadata(items, seeds[i]))
+            for i, outcome in enumerate(outcomes)
+        ]
+
+
+class IgnoresOneCancel(Lockstep):
+    def stopped(self, items: Sequence[BatchItem], i: int) -> bool:
+        return items[0].ctx.cancelled()  # looks at the first item's cancel only
+
+
+class CancelsTheWholeBatch(Lockstep):
+    def stopped(self, items: Sequence[BatchItem], i: int) -> bool:
+        return any(item.ctx.cancelled() for item in items)
+
+
+class OneStreamForTheBatch(Lockstep):
+    def rngs(self, seeds: list[int]) -> list[random.Random]:
+        shared = random.Random(seeds[0])  # the first item's seed drives every item
+        return [shared] * len(seeds)
+
+
+class TellsTheBatchSize(Lockstep):
+    def metadata(self, items: Sequence[BatchItem], seed: int) -> dict[str, Any]:
+        return super().metadata(items, seed) | {"batch_size": len(items)}
+
+
+def test_a_sound_batching_plugin_passes_and_its_companions_differ_but_share_the_key() -> None:
+    plugin = Lockstep(Lockstep.Config())
+    sample = Lockstep.validate_params(SAMPLE | {"seed": 5})
+
+    companions = companion_params(plugin, SAMPLE | {"seed": 5}, 2)
+
+    assert check_plugin(Lockstep, SAMPLE).ok
+    assert [plugin.batch_key(p) for p in companions] == [plugin.batch_key(sample)] * 2
+    assert {p.seed for p in companions}.isdisjoint({5}) and len({p.seed for p in companions}) == 2
+    assert all(p.prompt != "hi" for p in companions)
+
+
+def test_a_batch_that_ignores_one_items_cancel_is_reported() -> None:
+    assert batch_cancellation_problems(IgnoresOneCancel(IgnoresOneCancel.Config()), SAMPLE) == [
+        "`generate_batch` finished item 2 although it was cancelled after its first progress report: check each "
+        "item's ctx.cancelled() after each step and return JobCancelled for that item alone"
+    ]
+    report = check_plugin(IgnoresOneCancel, SAMPLE)
+    assert not report.ok and list(k for k, v in report.problems.items() if v) == ["batch cancellation"]
+
+
+def test_a_batch_that_cancels_every_item_for_one_cancel_is_reported() -> None:
+    problems = batch_cancellation_problems(CancelsTheWholeBatch(CancelsTheWholeBatch.Config()), SAMPLE)
+
+    assert problems == [
+        f"item {n} failed with cancelled: the job was cancelled when only item 2 was cancelled: one item's cancel "
+        "must not stop the others"
+        for n in (1, 3)
+    ]
+
+
+def test_a_batch_that_ignores_one_items_seed_is_reported() -> None:
+    problems = batch_seed_problems(OneStreamForTheBatch(OneStreamForTheBatch.Config()), SAMPLE)
+
+    assert problems == [
+        "item 2 (seed 1) gave another output in a batch than alone: give each item its own random generator seeded "
+        "from its own seed (a torch.Generator per row), never one stream for the batch"
+    ]
+    assert batch_seed_problems(Lockstep(Lockstep.Config()), SAMPLE) == []
+
+
+def test_batch_details_in_a_tenants_metadata_are_reported() -> None:
+    problems = batch_seed_problems(TellsTheBatchSize(TellsTheBatchSize.Config()), SAMPLE)
+
+    assert problems == [
+        "item 2's `metadata` differs from its lone run at ['batch_size']: a tenant must not see whether or with whom "
+        "a job was batched (no batch size, nothing of another job)"
+    ]
+
+
+class WordRunner:
+    """A StepRunner: one word per step for every running row, as token events; `shared` breaks per-row seeds."""
+
+    def __init__(self, plugin: Generator, *, shared: bool = False, spaced: bool = True) -> None:
+        self.plugin, self.shared, self.spaced = plugin, shared, spaced
+        self.rows: dict[int, tuple[random.Random, list[str], Any]] = {}
+        self.stream: random.Random | None = None
+
+    def prepare(self, seq: Any) -> None:
+        seq.cost = 8 + seq.params.repeat
+
+    def footprint(self, rows: list[Any]) -> int:
+        return sum(r.cost for r in rows)
+
+    def kv_bytes_per_token(self) -> int:
+        return 64
+
+    def step(self, joining: list[Any], leaving: list[Any]) -> list[Output]:
+        for seq in leaving:
+            self.rows.pop(id(seq), None)
+        for seq in joining:
+            rng = random.Random(seq.params.seed if seq.params.seed is not None else 0)
+            if self.shared:  # the first row's stream serves every row
+                self.stream = self.stream or rng
+                rng = self.stream
+            self.rows[id(seq)] = (rng, [], seq)
+        outputs = []
+        for rng, words, seq in list(self.rows.values()):
+            word = f"{seq.params.prompt}-{rng.choice(WORDS)}"
+            outputs.append(Output(seq, token=(len(words), (" " if words and self.spaced else "") + word)))
+            words.append(word)
+            outputs.append(Output(seq, progress=(len(words) / seq.params.repeat, "")))
+            if len(words) == seq.params.repeat:
+                meta = {"model_id": "echo", "device": "cpu", "dtype": "float32", "seed": seq.params.seed}
+                outputs.append(Output(seq, outcome=GenerationResult(text=" ".join(words), metadata=meta)))
+        return outputs
+
+
+class Streaming(Lockstep):
+    name = "kit-streaming"
+    runner_options: ClassVar[dict[str, bool]] = {}
+
+    def create_runner(self) -> WordRunner:
+        return WordRunner(self, **self.runner_options)
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
+        from generators.engine.static import run_to_end
+
+        return run_to_end(self.create_runner(), items)
+
+
+def test_a_plugin_with_a_sound_step_runner_passes_the_engine_check() -> None:
+    plugin = Streaming(Streaming.Config())
+
+    assert engine_problems(plugin, SAMPLE | {"seed": 3}) == []
+    assert check_plugin(Streaming, SAMPLE | {"seed": 3}).ok
+
+
+def test_a_runner_whose_rows_share_a_random_stream_is_reported() -> None:
+    class Shared(Streaming):
+        runner_options: ClassVar[dict[str, bool]] = {"shared": True}
+
+    problems = engine_problems(Shared(Shared.Config()), SAMPLE | {"seed": 3})
+
+    assert (
+        "engine job 1 (seed 3) served beside another job gave another output than alone: each row needs its own "
+        "seeded generator and must not see the other rows"
+    ) in problems
+
+
+def test_token_events_that_do_not_spell_the_text_are_reported() -> None:
+    class Unspaced(Streaming):
+        runner_options: ClassVar[dict[str, bool]] = {"spaced": False}
+
+    problems = engine_problems(Unspaced(Unspaced.Config()), SAMPLE | {"seed": 3})
+
+    assert problems[0].startswith("engine job 1: its token events concatenate to 'hi-")
+    assert problems[0].endswith("a streaming client must see exactly the final text")
+    assert len(problems) == 2  # each job
