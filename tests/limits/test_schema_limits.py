@@ -19,7 +19,8 @@ def test_every_key_operation_documents_403_and_429_with_the_rate_limit_headers()
     for path, method, op in keyed:
         assert "403" in op["responses"], (path, method)
         limited = op["responses"]["429"]
-        assert limited["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+        body = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"  # /v1 answers in OpenAI's shape
+        assert limited["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{body}"}
         assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
             limited["headers"]
         ), (path, method)
