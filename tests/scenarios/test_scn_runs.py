@@ -80,6 +80,20 @@ def test_constrained_output_that_still_does_not_validate_fails_without_a_repair_
     assert "'meta_description' is a required property" in run.error_message
 
 
+def test_a_constrained_job_cut_off_by_its_budget_fails_the_run_with_structured_output_truncated(
+    catalogue, tenant
+) -> None:  # noqa: ANN001
+    run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
+    job = jobs.claim_job(current_job(run).pk, "test-worker")
+    jobs.fail_job(job, "structured_output_truncated", "the output did not complete its schema within 12 tokens")
+
+    run = runs.advance_run(run.pk)
+
+    assert run.state == "failed" and run.error_code == "structured_output_truncated"
+    assert run.steps.get().repair_job is None
+    assert "within 12 tokens" in run.error_message
+
+
 def test_unparseable_output_gets_one_repair_job_that_can_fix_it(catalogue, tenant, unconstrained) -> None:  # noqa: ANN001
     run = runs.start_template_run(tenant, template("marketing", "seo-meta"), SEO)
     first = current_job(run)
