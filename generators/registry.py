@@ -13,9 +13,9 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from pathlib import Path
 
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -251,11 +251,21 @@ def prepare_rescan(previous: Registry | None) -> None:
     """Before discovering again in a running process: new and editable installs become importable, and an
     upgraded plugin's modules are forgotten so the new code is imported (models already loaded keep the old)."""
     refresh_import_paths()
-    before = {info.entry_point: info.version for info in (previous.plugins.values() if previous else [])}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    before = {info.entry_point: info for info in (previous.plugins.values() if previous else [])}
+    now = list(entry_points(group=ENTRY_POINT_GROUP))
+    owners = packages_distributions()
+    for ep in now:
         dist_name, version = _distribution(ep)
-        if dist_name != CORE_DISTRIBUTION and before.get(ep.value) != version:
-            _forget_modules(ep.value.split(":", 1)[0].split(".", 1)[0])
+        seen = before.get(ep.value)
+        if seen is None or seen.version != version:
+            _forget_plugin_modules(_top_level(ep.value), dist_name, owners)
+    # A removed plugin's modules go too, so a later install (of any version) is imported from its new files.
+    for value in set(before) - {ep.value for ep in now}:
+        _forget_plugin_modules(_top_level(value), before[value].distribution, owners)
+
+
+def _top_level(entry_point_value: str) -> str:
+    return entry_point_value.split(":", 1)[0].split(".", 1)[0]
 
 
 def rescan(previous: Registry | None, blocked: Iterable[str] = ()) -> Registry:
@@ -264,8 +274,12 @@ def rescan(previous: Registry | None, blocked: Iterable[str] = ()) -> Registry:
     return discover(blocked)
 
 
-def _forget_modules(top_level: str) -> None:
-    if top_level in {"generators", "hardware", "aigc_saas"}:
+def _forget_plugin_modules(top_level: str, distribution: str, owners: Mapping[str, list[str]]) -> None:
+    """Drop a plugin package's modules from sys.modules, only when that package is the plugin distribution's
+    own (never the platform's, never a package another installed distribution provides, never an unknown one)."""
+    if distribution in (CORE_DISTRIBUTION, "unknown") or top_level in {"generators", "hardware", "aigc_saas"}:
+        return
+    if any(owner != distribution for owner in owners.get(top_level, [])):
         return
     for name in [n for n in sys.modules if n == top_level or n.startswith(f"{top_level}.")]:
         del sys.modules[name]
