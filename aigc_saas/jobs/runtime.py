@@ -109,7 +109,7 @@ def heartbeat(queue: str | None = None) -> None:
         release_connection()
 
 
-def start_worker_threads(interval: float = 15.0) -> None:
+def start_worker_threads(interval: float = 5.0) -> None:
     """A heartbeat (liveness for the sweep and `/readyz`) and the listener for cancel broadcasts.
 
     Only in a generation worker (it runs jobs in its own threads); a control worker has nothing to cancel."""
