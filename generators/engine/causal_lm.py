@@ -266,12 +266,13 @@ class CausalLMRunner:
                 row.constraint.accept(token)
                 if row.constraint.is_finished():
                     reason = "stop"
-        row.pending += self._detokenize(row, final=reason is not None)
+        # NUL cannot be stored (PostgreSQL text): the stream and the result get the same replacement character.
+        row.pending += self._detokenize(row, final=reason is not None).replace("\x00", "\ufffd")
         cut = _stop_at(row.pending, row.stop)
         if cut is not None:
             row.pending, reason = row.pending[:cut], "stop"
         if reason is None and len(row.tokens) >= row.max_new:
-            row.pending += self._detokenize(row, final=True)
+            row.pending += self._detokenize(row, final=True).replace("\x00", "\ufffd")
             reason = "length"
         hold = 0 if reason else max((len(s) - 1 for s in row.stop), default=0)
         emit = row.pending[: len(row.pending) - hold] if hold else row.pending

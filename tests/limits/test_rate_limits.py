@@ -84,9 +84,11 @@ def test_submission_default_is_120_per_minute(acme, submit, tenant) -> None:  # 
     tenant.requests_per_second = 1000
     tenant.request_burst = 1000
     tenant.save()
+    start = time.monotonic()
     codes = [submit(acme).status_code for _ in range(125)]
-    assert codes.count(202) in (120, 121, 122), codes.count(202)  # 2 per second come back while it runs
-    assert codes[-1] == 429
+    refilled = int((time.monotonic() - start) * 2) + 1  # 2 per second come back while it runs
+    assert 120 <= codes.count(202) <= 120 + refilled, (codes.count(202), refilled)
+    assert 429 in codes
 
 
 def test_buckets_live_in_redis_so_another_process_shares_them(acme, tenant, tenant_key) -> None:  # noqa: ANN001
