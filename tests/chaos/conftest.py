@@ -25,6 +25,7 @@ import requests
 from django.conf import settings
 
 from aigc_saas import stack
+from tests.durability.hung_redis import HungRedis
 from tests.fixtures.stack import TERMINAL, worker_env
 
 
@@ -85,7 +86,7 @@ class Stack:
         self._count = 0
 
     def environment(self, **extra: str) -> dict[str, str]:
-        return worker_env(REDIS_URL=self.redis_url, **{**self.env, **extra})
+        return worker_env(**{"REDIS_URL": self.redis_url, **self.env, **extra})
 
     def _name(self, kind: str) -> Path:
         self._count += 1
@@ -222,3 +223,10 @@ def check_outcome(job_ids: list[str], *, artifacts_per_job: int = 0) -> list[Any
         files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
         assert len(files) == artifacts_per_job, f"job {job.pk}: files {files} (a stale attempt wrote some)"
     return jobs
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[HungRedis]:
+    server = HungRedis()
+    yield server
+    server.close()
