@@ -107,8 +107,49 @@ def snapshot() -> list[dict[str, Any]]:
         return [s.describe() for key, s in list(_served.items()) if key in model_cache()]
 
 
+class Publisher:
+    """Sends engine events to Redis from its own thread, so a step never waits on a network round trip.
+
+    Events keep their order; `flush()` returns once everything handed over before the call is sent, which the
+    task thread awaits before recording the outcome, so a job's `end` event always follows its last token.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        self._queued = self._sent = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def put(self, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
+        with self._cond:
+            self._pending.extend(batch)
+            self._queued += len(batch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="aigc-event-publisher", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            target = self._queued
+            self._cond.wait_for(lambda: self._sent >= target, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending))
+                batch, self._pending = self._pending, []
+            events.publish_many(batch)  # one pipeline for everything the engines emitted meanwhile
+            with self._cond:
+                self._sent += len(batch)
+                self._cond.notify_all()
+
+
+publisher = Publisher()
+
+
 def publish_outputs(outputs: list[Output]) -> None:
-    """One engine step's events to the jobs' streams in one round trip; outcomes go to the waiting threads."""
+    """One engine step's events, handed to the publisher; outcomes resolve the waiting task threads."""
     batch = []
     for out in outputs:
         if out.token is not None:
@@ -116,7 +157,8 @@ def publish_outputs(outputs: list[Output]) -> None:
         if out.progress is not None:
             _progress[out.seq.id] = out.progress
             batch.append((out.seq.id, "progress", {"fraction": out.progress[0], "message": out.progress[1]}))
-    events.publish_many(batch)
+    if batch:
+        publisher.put(batch)
 
 
 def cancel(job_id: str) -> bool:
@@ -160,7 +202,9 @@ def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | Gener
         last_renewal = time.monotonic()
         while True:
             try:
-                return seq.future.result(timeout=TICK_SECONDS)
+                outcome = seq.future.result(timeout=TICK_SECONDS)
+                publisher.flush()  # the job's last tokens are out before its outcome is recorded
+                return outcome
             except FutureTimeout:
                 pass
             if seq.deadline is not None and time.monotonic() > seq.deadline + 60:  # the engine itself is stuck
