@@ -186,3 +186,20 @@ def test_nul_characters_are_refused_in_params_and_replaced_in_model_output(job, 
     job.refresh_from_db()
     assert job.state == "succeeded"
     assert job.result["text"] == "noise\ufffdfrom a model" and job.result["metadata"] == {"k": "v\ufffd"}
+
+
+def test_a_text_job_no_live_engine_could_ever_hold_is_refused_at_submission(tenant, tiny_models) -> None:  # noqa: ANN001
+    from aigc_saas.errors import InvalidInput
+    from aigc_saas.jobs.models import WorkerStatus
+    from aigc_saas.plugins.services import effective_config, enabled_plugin
+
+    record, info = enabled_plugin("transformers-text")
+    model_id = effective_config(record, info.cls).model_id
+    engine = {"generator": "transformers-text", "model_id": model_id, "kv_budget_tokens": 300}
+    WorkerStatus.objects.create(name="small", queues=["cpu"], engines=[engine])
+
+    services.submit_job(tenant, "transformers-text", {"prompt": "fits", "max_new_tokens": 200})
+    with pytest.raises(InvalidInput) as refused:
+        services.submit_job(tenant, "transformers-text", {"prompt": "x" * 1600, "max_new_tokens": 250})
+    assert refused.value.code == "context_exceeds_kv_budget"
+    assert "`params.max_new_tokens`" in refused.value.message
