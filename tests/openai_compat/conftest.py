@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 
-from aigc_saas import stack
 from aigc_saas.plugins.models import PluginRecord
-from tests.fixtures.stack import worker_env
-
-
-class WebServer:
-    """`stack.web_command` (gunicorn + uvicorn workers: ASGI, so async views and streams are real)."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.port = stack.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115
-        self.process = stack.spawn(
-            stack.web_command(self.port),
-            worker_env(AIGC_WEB_WORKERS="1"),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=settings.BASE_DIR,
-        )
-        deadline = time.monotonic() + 60
-        while not stack.port_open(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"web server did not start:\n{self.log()}")
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        stack.stop(self.process)
-        self._log.close()
 
 
 @pytest.fixture(scope="session")
-def v1_server(django_db_setup, django_db_blocker, tiny_models, tmp_path_factory) -> Iterator[WebServer]:  # noqa: ANN001
-    with django_db_blocker.unblock():
-        started = WebServer(tmp_path_factory.mktemp("v1") / "web.log")
-    yield started
-    started.stop()
+def v1_server(web):  # noqa: ANN001, ANN201
+    """The session's ASGI web server (`tests.fixtures.stack.Web`): async views and streams are real there."""
+    return web
 
 
 @pytest.fixture
