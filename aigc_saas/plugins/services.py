@@ -21,7 +21,14 @@ from aigc_saas.errors import InvalidInput, ServiceError
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from generators.base import Generator, GeneratorConfig
 from generators.errors import ParamsInvalid
-from generators.registry import PluginInfo, Registry, discover, prepare_rescan, secret_config_fields
+from generators.registry import (
+    PluginInfo,
+    Registry,
+    discover,
+    prepare_rescan,
+    refresh_import_paths,
+    secret_config_fields,
+)
 
 DEVICE_QUEUES = {"cuda": "gpu", "mps": "gpu", "cpu": "cpu"}
 log = logging.getLogger(__name__)
@@ -56,6 +63,8 @@ def registry() -> Registry:
             stamp, ok = read_stamp()
             _loaded.next_check = now + (STAMP_CHECK_SECONDS if ok else STAMP_RETRY_SECONDS)
             if _loaded.registry is None:
+                # A process may first look long after it started: packages installed since must import too.
+                refresh_import_paths()
                 _loaded.registry, _loaded.stamp = discover(blocked=settings.AIGC_BLOCKED_PLUGINS), stamp
             elif ok and stamp != _loaded.stamp:
                 log.info("plugin registry stamp moved (%s -> %s): re-scanning plugins", _loaded.stamp, stamp)

@@ -104,6 +104,9 @@ class Web:
         body = response.json()
         return {g["name"]: g["version"] for g in (body["results"] if isinstance(body, dict) else body)}
 
+    def problems(self) -> list[dict[str, Any]]:
+        return self.session.get(f"{self.base}/generators/problems", timeout=30).json()
+
     def run(self, text: str) -> dict[str, Any]:
         response = self.session.post(
             f"{self.base}/jobs", json={"generator": "live-echo", "params": {"text": text}}, timeout=30
@@ -163,7 +166,11 @@ def test_an_editable_install_is_found_by_the_admin_rescan_and_served(web, tmp_pa
     assert (record.installed, record.version) == (True, "0.3.0")
     assert not PluginProblemRecord.objects.filter(distribution=DIST).exists()
     PluginRecord.objects.filter(name="live-echo").update(queue=QUEUE)
-    wait_for(lambda: web.versions().get("live-echo") == "0.3.0", 30, "the web never listed the editable install")
+    wait_for(
+        lambda: web.versions().get("live-echo") == "0.3.0",
+        30,
+        f"the web never listed the editable install: {web.versions()}; problems: {web.problems()}",
+    )
     assert web.run("from source")["result"]["text"] == "0.3.0: from source"
     assert sys.modules.get("aigc_plugin_live_echo") is not None  # imported here too, through the editable finder
 
