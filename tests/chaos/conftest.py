@@ -116,11 +116,14 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def restart_redis(self, down_seconds: float = 0) -> float:
-        """Kill Redis (no persistence: every queued message is lost) and start a fresh one on the same port."""
+    def restart_redis(self, down_seconds: float = 0, until: Any = None) -> float:
+        """Kill Redis (no persistence: every queued message is lost) and start a fresh one on the same port,
+        after `down_seconds` or once `until()` holds."""
         started = time.monotonic()
         self.redis.kill()
         self.redis.wait(10)
+        if until is not None:
+            wait_for(until, 90, "the condition to restart Redis on")
         time.sleep(down_seconds)
         self.redis = stack.start_redis(self.redis_port, self.root / "redis")
         return time.monotonic() - started
