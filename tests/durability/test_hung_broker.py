@@ -13,6 +13,7 @@ from django.utils import timezone
 from aigc_saas.celery import app as celery_app
 from aigc_saas.jobs import services
 from aigc_saas.jobs.models import Job, WorkerStatus
+from aigc_saas.stack import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the doorbell rings after commit
 
@@ -70,3 +71,22 @@ def test_a_sweep_while_the_broker_hangs_finishes_and_leaves_the_jobs_queued(tena
     assert set(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", "dispatch_count")) == {
         ("queued", 0)
     }
+
+
+def test_a_submission_answers_at_once_when_the_broker_refuses_connections(acme, settings) -> None:  # noqa: ANN001
+    real = celery_app.conf.broker_url
+    use_broker(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there: dispatch fails after commit
+    try:
+        started = time.monotonic()
+        response = acme.post(
+            "/api/v1/jobs",
+            json.dumps({"generator": "transformers-text", "params": {"prompt": "x"}}),
+            "application/json",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        use_broker(real)
+
+    print(f"submission with a refusing broker answered {response.status_code} in {elapsed:.2f} s")
+    assert response.status_code == 202 and elapsed < 5
+    assert Job.objects.filter(pk=response.json()["id"], state="queued", dispatch_count=0).exists()
