@@ -56,7 +56,7 @@ def test_a_loaded_model_is_reused_by_the_next_job_and_the_worker_reports_it(api,
     deadline = time.monotonic() + 10
     entries = []
     while time.monotonic() < deadline:
-        status = WorkerStatus.objects.order_by("-updated_at").first()
+        status = WorkerStatus.objects.filter(name__endswith=f":{worker.process.pid}").first()  # this worker's
         entries = [e for e in (status.cache.get("entries", []) if status else []) if "transformers-speech" in e["key"]]
         if entries and entries[0]["hits"] >= 1:
             break

@@ -8,6 +8,7 @@ everything they produce one way, through `emit`; a sequence's future resolves af
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ class _EngineThread:
         with self._wake:
             if self._stopping:
                 raise RuntimeError(f"engine {self.name} is stopped")
+            seq.context = seq.context or contextvars.copy_context()
             self._inbox.append(seq)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"engine:{self.name}", daemon=True)
@@ -280,8 +282,9 @@ class PassEngine(_EngineThread):
         items = [BatchItem(params=s.params, ctx=_PassContext(self, s, self.generator)) for s in seqs]
         self.running = len(seqs)
         try:
-            if len(items) == 1:
-                results: list[GenerationResult | GeneratorError] = [self._one(items[0])]
+            if len(items) == 1:  # one job: the plugin's log lines carry that job's fields (its submitter's context)
+                context = seqs[0].context or contextvars.copy_context()
+                results: list[GenerationResult | GeneratorError] = [context.run(self._one, items[0])]
             else:
                 results = list(self.generator.generate_batch(items))
                 if len(results) != len(items):

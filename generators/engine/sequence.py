@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +25,7 @@ class Sequence:
     submitted_at: float = field(default_factory=time.monotonic)
     cost: int = 0  # KV-cache token slots this job may need at most (set by the runner's `prepare`)
     prepared: Any = None  # the runner's own per-job data (token ids, ...)
+    context: contextvars.Context | None = None  # the submitter's context (log fields), for work done for it alone
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
