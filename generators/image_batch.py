@@ -20,9 +20,11 @@ then. Measured on this 2-core CPU, per-row results are identical for every batch
 On CUDA and MPS each job keeps its own noise exactly, but cuDNN/cuBLAS pick kernels by batch shape, so a batched
 image may differ from the lone run by floating-point rounding (typically a pixel level here and there).
 
-A cancelled job's rows stay in the running call (diffusers cannot drop rows of a running batch: multistep
-samplers keep past outputs of the whole batch), but it stops reporting progress, is not encoded, and ends as
-JobCancelled while the others finish; if every job of a call is cancelled the call is interrupted at once.
+A job cancelled mid-call stops reporting progress and ends as JobCancelled while the others finish. Its rows
+leave the running call at the next step where the pipeline allows it (`can_drop_rows`: the plain Stable
+Diffusion loop with a sampler that keeps no state across steps); elsewhere (DPM++ keeps past outputs of the
+whole batch, other pipelines carry more per-row tensors) they ride along to the end and are not encoded. If
+every job of a call is cancelled, the call is interrupted at once.
 Nothing of the batch (its size, the other jobs) reaches a job's metadata: each result is built by the same
 `ImageGenerator.finish` as a lone run.
 """
@@ -34,7 +36,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from generators.base import BatchItem, GenerationResult
-from generators.errors import GeneratorError
+from generators.errors import GeneratorError, JobCancelled
 from hardware import DeviceChoice
 from hardware.oom import is_oom
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 # Output pixels one pipeline call may hold: four 512x512 images. A pass of `max_batch_size` jobs that asks for
 # more is split into several calls, so a batch never needs much more memory than the largest job alone.
 BATCH_PIXELS = 4 * 512 * 512
+ROW_DROPPING_PIPELINES = {"StableDiffusionPipeline"}
+STATELESS_SCHEDULERS = {"EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DDIMScheduler"}
 
 
 def job_seeds(params: ImageParams) -> tuple[int, list[int], list[Any]]:
@@ -106,6 +110,18 @@ def _calls(items: Sequence[BatchItem], indices: list[int]) -> list[list[int]]:
     return calls
 
 
+def can_drop_rows(pipe: Any) -> bool:
+    """Whether rows may leave this pipeline's running call: the plain Stable Diffusion loop keeps per-row state
+    only in `latents`, `prompt_embeds` and the generator list, and these samplers keep none of their own (a
+    multistep sampler such as DPM++ holds past outputs of the whole batch)."""
+    unet_config = getattr(getattr(pipe, "unet", None), "config", None)
+    return (
+        type(pipe).__name__ in ROW_DROPPING_PIPELINES
+        and type(pipe.scheduler).__name__ in STATELESS_SCHEDULERS
+        and getattr(unet_config, "time_cond_proj_dim", None) is None
+    )
+
+
 def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[GenerationResult | GeneratorError]:
     """One pipeline call for these compatible jobs; each job's images, seeds and record are its own."""
     import torch
@@ -120,8 +136,14 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
         if first.negative_prompt is None
         else [item.params.negative_prompt for item in items for _ in range(item.params.num_images)]
     )
+    # The pipeline keeps this very list: rows leave it in place, so the ancestral samplers' noise for each
+    # remaining row still comes from that row's own generator.
     generators = [g for _, _, job_generators in jobs for g in job_generators]
+    owner = [i for i, item in enumerate(items) for _ in range(item.params.num_images)]  # job of each running row
     stopped = [False] * len(items)
+    pipe = plugin.pipe
+    pipe.scheduler = plugin.scheduler_for(first.scheduler)
+    droppable = can_drop_rows(pipe)
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         total = getattr(pipeline, "num_timesteps", None) or first.steps
@@ -131,10 +153,10 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
             stopped[i] = stopped[i] or item.ctx.cancelled()  # as alone: a cancel seen here ends the job's steps
         if all(stopped):
             pipeline._interrupt = True  # nobody wants the rest: diffusers skips the remaining steps
+        elif droppable and any(stopped[job] for job in owner):
+            return _drop_rows(pipeline, callback_kwargs, owner, stopped, generators)
         return callback_kwargs
 
-    pipe = plugin.pipe
-    pipe.scheduler = plugin.scheduler_for(first.scheduler)
     width, height = first.width or 512, first.height or 512
     try:
         with torch.inference_mode():
@@ -148,6 +170,7 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
                 num_images_per_prompt=1,
                 generator=generators,
                 callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"] if droppable else ["latents"],
             )
     except Exception as exc:
         if not is_oom(exc):
@@ -158,17 +181,36 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
 
     flags = nsfw_flags(output)
     results: list[GenerationResult | GeneratorError] = []
-    start = 0
-    for item, (seed, seeds, _) in zip(items, jobs, strict=True):
-        end = start + item.params.num_images
+    for i, (item, (seed, seeds, _)) in enumerate(zip(items, jobs, strict=True)):
+        if stopped[i]:
+            results.append(JobCancelled("the job was cancelled during denoising"))
+            continue
+        rows = [r for r, job in enumerate(owner) if job == i]
         details = {"width": width, "height": height, "scheduler_class": type(pipe.scheduler).__name__}
+        details["nsfw"] = [flags[r] for r in rows]
         try:
-            details["nsfw"] = flags[start:end]
-            results.append(plugin.finish(item.params, item.ctx, output.images[start:end], details, seed, seeds))
+            results.append(plugin.finish(item.params, item.ctx, [output.images[r] for r in rows], details, seed, seeds))
         except GeneratorError as exc:  # JobCancelled from `finish`: this job alone
             results.append(exc)
-        start = end
     return results
+
+
+def _drop_rows(
+    pipeline: Any, tensors: dict[str, Any], owner: list[int], stopped: list[bool], generators: list[Any]
+) -> dict[str, Any]:
+    """The cancelled jobs' rows leave the running call: fewer rows for the remaining steps and the decode."""
+    import torch
+
+    keep = [row for row, job in enumerate(owner) if not stopped[job]]
+    index = torch.tensor(keep, device=tensors["latents"].device)
+    embeds, rows = tensors["prompt_embeds"], len(owner)
+    if pipeline.do_classifier_free_guidance:  # [negatives of every row, then positives]
+        embeds = torch.cat([embeds[:rows].index_select(0, index), embeds[rows:].index_select(0, index)])
+    else:
+        embeds = embeds.index_select(0, index)
+    generators[:] = [generators[row] for row in keep]
+    owner[:] = [owner[row] for row in keep]
+    return {"latents": tensors["latents"].index_select(0, index), "prompt_embeds": embeds}
 
 
 def _one_by_one_after_oom(plugin: ImageGenerator, items: list[BatchItem]) -> list[GenerationResult | GeneratorError]:

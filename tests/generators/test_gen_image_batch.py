@@ -3,6 +3,7 @@ record stay its own (generators/image_batch.py)."""
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,12 @@ def unet_batches(plugin: ImageGenerator) -> Iterator[list[int]]:
 
 def pixels(result: GenerationResult) -> list[bytes]:
     return [f.data for f in result.files]
+
+
+def decoded(result: GenerationResult) -> list[bytes]:
+    from PIL import Image
+
+    return [Image.open(io.BytesIO(f.data)).tobytes() for f in result.files]
 
 
 def test_a_seeded_job_gives_the_same_png_alone_and_inside_a_batch_of_four(image_plugin: ImageGenerator) -> None:
@@ -81,16 +88,31 @@ def test_unseeded_jobs_get_their_own_recorded_seeds_that_reproduce_alone(image_p
     assert pixels(again) == pixels(results[2])
 
 
-def test_one_job_cancelled_mid_pass_ends_cancelled_while_the_others_finish(image_plugin: ImageGenerator) -> None:
+@pytest.mark.parametrize(
+    ("scheduler", "unet_rows"),
+    [
+        ("default", [6, 6, 4, 4, 4, 4]),  # Euler: the cancelled job's rows leave after its step 2
+        ("euler_a", [6, 6, 4, 4, 4, 4]),  # ancestral: each remaining row keeps drawing from its own generator
+        ("dpm++", [6] * 6),  # multistep state spans the whole batch: its rows ride along, unencoded
+    ],
+)
+def test_one_job_cancelled_mid_pass_ends_cancelled_while_the_others_finish(
+    image_plugin: ImageGenerator, scheduler: str, unet_rows: list[int]
+) -> None:
     contexts = [LocalContext(), LocalContext(cancel_after=2), LocalContext()]
-    alone = image_plugin.generate(params(steps=6), LocalContext())
+    jobs = [params(steps=6, scheduler=scheduler, seed=seed, width=128, height=128) for seed in (11, 12, 13)]
+    alone = [image_plugin.generate(jobs[i], LocalContext()) for i in (0, 2)]
 
-    results = image_plugin.generate_batch([BatchItem(params(steps=6), ctx) for ctx in contexts])
+    with unet_batches(image_plugin) as sizes:
+        results = image_plugin.generate_batch([BatchItem(p, ctx) for p, ctx in zip(jobs, contexts, strict=True)])
 
     assert isinstance(results[1], JobCancelled) and results[1].code == "cancelled"
     assert len(contexts[1].reports) == 2  # it stopped reporting when cancelled
-    assert isinstance(results[0], GenerationResult) and isinstance(results[2], GenerationResult)
-    assert pixels(results[0]) == pixels(alone)
+    assert sizes == unet_rows
+    for batched, lone in zip([results[0], results[2]], alone, strict=True):
+        assert batched.files[0].metadata == lone.files[0].metadata
+        assert decoded(batched) == decoded(lone)  # the pixels; then the whole PNG
+        assert pixels(batched) == pixels(lone)
     assert [round(f, 3) for f, _ in contexts[0].reports][-2:] == [0.95, 1.0]
 
 
