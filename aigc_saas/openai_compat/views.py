@@ -20,6 +20,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, S
 from django.urls import reverse
 from rest_framework.views import APIView
 
+from aigc_saas.api.batches import idempotency_key
 from aigc_saas.errors import ServiceError
 from aigc_saas.jobs import events, services
 from aigc_saas.jobs.models import Artifact, Job
@@ -79,8 +80,13 @@ def _body(request: HttpRequest) -> Any:
     return body
 
 
-def _submit(caller: Any, target: catalog.Target, params: dict[str, Any], n: int, origin: dict, names: dict) -> list:
-    """n ordinary jobs of the caller's tenant, all or none (a quota refusal on the third undoes the first two)."""
+def _submit(
+    caller: Any, target: catalog.Target, params: dict[str, Any], n: int, origin: dict, names: dict, key: str = ""
+) -> list:
+    """n ordinary jobs of the caller's tenant, all or none (a quota refusal on the third undoes the first two).
+
+    With an `Idempotency-Key`, a retry of the same call returns the same jobs (choice i keeps the key `key#i`).
+    """
     try:
         with transaction.atomic():
             return [
@@ -91,11 +97,19 @@ def _submit(caller: Any, target: catalog.Target, params: dict[str, Any], n: int,
                     model=target.model_id,
                     api_key=caller.api_key,
                     origin={**origin, "choice": index} if n > 1 else origin,
+                    idempotency_key=f"{key}#{index}" if key and n > 1 else key,
                 )
                 for index in range(n)
             ]
     except ServiceError as exc:
         raise from_service(exc, names) from None
+
+
+def _idempotency_key(request: HttpRequest) -> str:
+    try:
+        return idempotency_key(request)
+    except ServiceError as exc:
+        raise from_service(exc, {}) from None
 
 
 async def _wait(job_ids: list[Any]) -> list[Job]:
@@ -189,7 +203,13 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         "max_new_tokens": "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens",
     }
     jobs = await sync_to_async(_submit)(
-        caller, target, body.job_params(), body.n, _origin("chat.completions", body.user), names
+        caller,
+        target,
+        body.job_params(),
+        body.n,
+        _origin("chat.completions", body.user),
+        names,
+        _idempotency_key(request),
     )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
@@ -226,7 +246,13 @@ async def completions(request: HttpRequest) -> HttpResponse:
     body: CompletionRequest = parse(CompletionRequest, _body(request))
     target = await sync_to_async(catalog.resolve)(body.model, "completion")
     jobs = await sync_to_async(_submit)(
-        caller, target, body.job_params(), body.n, _origin("completions", body.user), COMPLETION_PARAMS
+        caller,
+        target,
+        body.job_params(),
+        body.n,
+        _origin("completions", body.user),
+        COMPLETION_PARAMS,
+        _idempotency_key(request),
     )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
@@ -277,7 +303,13 @@ async def images_generations(request: HttpRequest) -> HttpResponse:
     model = body.model or await sync_to_async(_first_image_model)()
     target = await sync_to_async(catalog.resolve)(model, "image")
     (job,) = await sync_to_async(_submit)(
-        caller, target, body.job_params(), 1, _origin("images.generations", body.user), IMAGE_PARAMS
+        caller,
+        target,
+        body.job_params(),
+        1,
+        _origin("images.generations", body.user),
+        IMAGE_PARAMS,
+        _idempotency_key(request),
     )
     (finished,) = await _wait([job.pk])
     if (failure := job_failure(finished)) is not None:
@@ -330,7 +362,9 @@ async def audio_speech(request: HttpRequest) -> HttpResponse:
     params: dict[str, Any] = {"text": body.input, "speaking_rate": body.speed, "format": body.response_format}
     if speaker is not None:
         params["speaker_id"] = speaker
-    (job,) = await sync_to_async(_submit)(caller, target, params, 1, _origin("audio.speech", None), SPEECH_PARAMS)
+    (job,) = await sync_to_async(_submit)(
+        caller, target, params, 1, _origin("audio.speech", None), SPEECH_PARAMS, _idempotency_key(request)
+    )
     (finished,) = await _wait([job.pk])
     if (failure := job_failure(finished)) is not None:
         raise failure

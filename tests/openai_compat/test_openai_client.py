@@ -331,3 +331,15 @@ def test_malformed_deep_or_oversized_bodies_are_openai_shaped_4xx(v1_server, ten
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+
+
+def test_an_idempotency_key_makes_a_retried_call_return_the_same_job(v1_server, worker, tenant_key) -> None:  # noqa: ANN001
+    headers = {"Authorization": f"Bearer {tenant_key[1]}", "Idempotency-Key": "retry-7"}
+    body = {"model": TEXT, "messages": [{"role": "user", "content": "once"}], "max_tokens": 4}
+    url = f"{v1_server.url}/v1/chat/completions"
+    first, again = (requests.post(url, headers=headers, json=body, timeout=60) for _ in range(2))
+    assert first.status_code == again.status_code == 200, first.text
+    assert first.json()["id"] == again.json()["id"]
+    assert Job.objects.filter(idempotency_key="retry-7").count() == 1
+    other = requests.post(url, headers=headers, json={**body, "max_tokens": 5}, timeout=60)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
