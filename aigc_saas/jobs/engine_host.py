@@ -11,7 +11,9 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -172,17 +174,42 @@ def cancel(job_id: str) -> bool:
 
 def run(job: Job, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, params: Any) -> Any:
     """Run a claimed job on its engine; returns the outcome, or None when this attempt lost the job (fenced)."""
-    outcome = _run_once(job, served(info, config, device), params)
+    with renewing(job):
+        target = served(info, config, device)
+    outcome = _run_once(job, target, params)
     if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not device.low_memory:
         from dataclasses import replace
 
         from aigc_saas.jobs.runtime import model_cache
 
         log.warning("job %s ran out of memory on %s; retrying once in low-memory mode", job.pk, device.device)
-        outcome = None  # nothing of the failed attempt may stay referenced while the retry loads
+        outcome = target = None  # nothing of the failed attempt may stay referenced while the retry loads
         free_device(device.device, model_cache())
-        outcome = _run_once(job, served(info, config, replace(device, low_memory=True)), params)
+        with renewing(job):
+            target = served(info, config, replace(device, low_memory=True))
+        outcome = _run_once(job, target, params)
     return outcome
+
+
+@contextmanager
+def renewing(job: Job) -> Iterator[None]:
+    """Keep the job's lease while the block runs (a model load can take longer than a lease)."""
+    done = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not done.wait(settings.AIGC_LEASE_SECONDS / 3):
+                services.renew_lease(job)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=renew, name=f"lease:{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | GeneratorError | None:

@@ -13,8 +13,6 @@ def advance_run(run_id: str) -> str:
 
 @shared_task(name="scenarios.advance_stale_runs")
 def advance_stale_runs() -> int:
-    """The sweep for runs whose doorbell was lost: every running run whose current job has finished."""
-    stale = runs.stale_run_ids()
-    for run_id in stale:
-        runs.advance_run(run_id)
-    return len(stale)
+    """The sweep for runs whose doorbell was lost: every running run whose current job has finished (one run's
+    failure does not stop the sweep for the others)."""
+    return runs.advance_stale_runs()

@@ -40,10 +40,6 @@ class SlowToLoad(Generator):
         return GenerationResult(text="loaded and ran")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lease is renewed only while the engine runs, not while `engine_host.served` loads the plugin",
-)
 def test_a_model_load_longer_than_the_lease_keeps_the_job(tenant, settings, monkeypatch) -> None:  # noqa: ANN001
     settings.AIGC_LEASE_SECONDS = LEASE_SECONDS
     monkeypatch.setattr(runtime, "_cache", ModelCache({}))
