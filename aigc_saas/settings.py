@@ -240,7 +240,7 @@ AIGC_ASSET_TENANT_MAX_BYTES = env_int("AIGC_ASSET_TENANT_MAX_BYTES", 2 * 1024**3
 AIGC_ASSET_RETENTION_HOURS = env_int("AIGC_ASSET_RETENTION_HOURS", 7 * 24)
 
 # The serving engine and its event channel.
-AIGC_REDIS_TIMEOUT = env_int("AIGC_REDIS_TIMEOUT", 5)  # connect/socket timeout of every Redis call we make
+AIGC_REDIS_TIMEOUT = env_int("AIGC_REDIS_TIMEOUT", 2)  # connect/socket timeout of every Redis call we make
 AIGC_LEASE_SECONDS = env_int("AIGC_LEASE_SECONDS", 30)  # a running job whose lease lapses is re-queued
 AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine decodes together at most
 AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant

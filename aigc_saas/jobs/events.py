@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 KEEP_SECONDS = 24 * 3600  # a late client can replay a job's events for a day
 MAX_EVENTS = 100_000  # per job; approximate trimming keeps a runaway job from filling Redis
 CANCEL_CHANNEL = "aigc:cancel"
+# After a failed publish, events are dropped (the database has the state) for this long instead of each call
+# waiting out the socket timeout again: a hung Redis must not slow every submission and finish.
+BREAKER_SECONDS = 5
+_down_until = 0.0
 
 _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
@@ -79,9 +83,10 @@ def publish(job_id: Any, event: str, data: dict[str, Any]) -> str | None:
 
 def publish_many(events: Iterable[tuple[Any, str, dict[str, Any]]]) -> list[str | None]:
     """Append many events in one round trip (an engine step's tokens for every row)."""
+    global _down_until
     events = list(events)
-    if not events:
-        return []
+    if not events or time.monotonic() < _down_until:  # Redis just failed: do not wait on it again for a while
+        return [None] * len(events)
     try:
         pipe = client().pipeline(transaction=False)
         for job_id, event, data in events:
@@ -91,7 +96,10 @@ def publish_many(events: Iterable[tuple[Any, str, dict[str, Any]]]) -> list[str 
                 pipe.expire(key, KEEP_SECONDS)
         replies = pipe.execute()
     except redis.RedisError as exc:
-        log.warning("could not publish %d job events: %s", len(events), exc)
+        _down_until = time.monotonic() + BREAKER_SECONDS
+        log.warning(
+            "could not publish %d job events (%s); not trying again for %d s", len(events), exc, BREAKER_SECONDS
+        )
         return [None] * len(events)
     ids = [r for r in replies if not isinstance(r, bool | int)]
     return [i.decode() if isinstance(i, bytes) else i for i in ids]

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -389,6 +389,7 @@ def requeue_stale_jobs() -> dict[str, int]:
     now = timezone.now()
     lapsed = Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now)
     failed = revived = 0
+    ringing = True  # after one failed ring (the broker is down or hung) the rest wait for the next sweep
     for job in lapsed[:500]:
         if job.attempts >= settings.AIGC_MAX_ATTEMPTS:
             failed += _terminal_update(
@@ -401,7 +402,7 @@ def requeue_stale_jobs() -> dict[str, int]:
             state=JobState.QUEUED, worker="", lease_expires_at=None, dispatched_at=None
         ):
             revived += 1
-            _ring(job.pk, job.queue)
+            ringing = ringing and _ring(job.pk, job.queue)
     live = live_queues()
     orphaned = 0
     too_old = now - timedelta(seconds=settings.AIGC_NO_WORKER_FAIL_SECONDS)
@@ -420,14 +421,18 @@ def requeue_stale_jobs() -> dict[str, int]:
     )[:500]:
         # Back off: a backlog that waits for free workers is not re-sent every sweep.
         wait = timedelta(seconds=min(base * 2 ** max(job.dispatch_count - 1, 0), 3600))
-        if (job.dispatched_at or job.created_at) < now - wait:
-            redispatched += 1
-            _ring(job.pk, job.queue)
+        if ringing and (job.dispatched_at or job.created_at) < now - wait:
+            ringing = _ring(job.pk, job.queue)
+            redispatched += ringing
     return {"redispatched": redispatched, "revived": revived, "failed": failed, "orphaned": orphaned}
 
 
-def _ring(job_id: Any, queue: str) -> None:
-    transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job_id, queue=queue))
+def _ring(job_id: Any, queue: str) -> bool:
+    """Ring the broker for a queued job now (after commit inside a transaction); False when it could not."""
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job_id, queue=queue))
+        return True
+    return all(rang is not False for _, rang in job_queued.send(sender=Job, job_id=job_id, queue=queue))
 
 
 def live_queues() -> set[str]:

@@ -41,14 +41,15 @@ def deliver_webhook(self, delivery_id: int) -> None:  # noqa: ANN001
 
 
 @receiver(job_queued)
-def ring_broker(sender: Any, job_id: Any, queue: str, **kwargs: Any) -> None:
-    """The doorbell: the worker reads everything else from the row."""
+def ring_broker(sender: Any, job_id: Any, queue: str, **kwargs: Any) -> bool:
+    """The doorbell: the worker reads everything else from the row. False when the broker did not take it."""
     try:
         run_job.apply_async(args=[str(job_id)], kwargs={"queue": queue}, queue=queue, retry_policy=BROKER_RETRY)
     except Exception as exc:  # noqa: BLE001 - the sweep re-rings jobs the broker never got
         log.warning("could not dispatch job %s (%s); the stale-job sweep will retry", job_id, exc)
-        return
+        return False
     services.mark_dispatched(job_id)
+    return True
 
 
 @celeryd_after_setup.connect
