@@ -41,6 +41,7 @@ from generators.base import BatchItem, LocalContext  # noqa: E402
 from generators.testing.tiny_models import build_tiny_text_model  # noqa: E402
 from generators.text_transformers import TextGenerator  # noqa: E402
 from hardware import select_device  # noqa: E402
+from hardware.threads import configure_cpu_threads  # noqa: E402
 
 WORDS = [
     "bakery",
@@ -209,6 +210,7 @@ def main() -> None:
         concurrent(clients, [text_params(p, 8) for p in prompts(32, 99)])  # warm the engine's batch shapes
 
         # ---- raw plugin, same model, same shapes --------------------------------------------------------
+        configure_cpu_threads()  # the worker's thread policy, so the raw path runs as the worker does
         generator = TextGenerator(TextGenerator.Config(model_id=model))
         device = select_device(generator.needs)
         generator.setup(device)

@@ -21,6 +21,7 @@ from generators.registry import PluginInfo
 from hardware import DeviceChoice, DeviceUnavailable, detect_devices, select_device
 from hardware.cache import DoesNotFit, ModelCache, default_budgets
 from hardware.oom import DeviceOutOfMemory, plan_memory_mode
+from hardware.threads import configure_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def model_cache() -> ModelCache:
     global _cache
     with _cache_lock:
         if _cache is None:
+            configure_cpu_threads()  # the first model this process loads: set torch's CPU threads first
             _cache = ModelCache(default_budgets(detect_devices()))  # AIGC_CACHE_BUDGET_MB_<KIND> overrides
         return _cache
 
