@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import functools
 import logging
+import threading
 from typing import Any
 
 from aigc_saas.observability import metrics
@@ -79,6 +80,7 @@ def tenant_of_job(job_id: str) -> str | None:
 
 
 _loads_seen: set[tuple[str, float]] = set()
+_loads_lock = threading.Lock()
 
 
 def _generator_of(key: str) -> str:
@@ -112,7 +114,9 @@ def _sample_cache() -> None:
     metrics.CACHE_EVICTIONS.set(snapshot.get("evictions") or 0)
     for entry in snapshot.get("entries") or []:
         seen = (entry["key"], entry["loaded_at"])
-        if seen not in _loads_seen:
+        with _loads_lock:  # task threads and the periodic sampler run this at once: count each load once
+            if seen in _loads_seen:
+                continue
             _loads_seen.add(seen)
             metrics.MODEL_LOAD_SECONDS.labels(_generator_of(entry["key"]), entry["device"]).observe(
                 entry.get("load_seconds") or 0.0

@@ -20,6 +20,7 @@ from hardware import DeviceChoice
 
 ENGINE_TIMEOUT_S = 300
 RUNNER_METHODS = ("prepare", "footprint", "kv_bytes_per_token", "step")
+MIN_FREE_TEXT = 8
 
 
 # --- companions: other jobs that may share the sample's pass ---------------------------------------------------
@@ -46,7 +47,9 @@ def companion_params(
             base = raw.get("seed") if isinstance(raw.get("seed"), int) else 0
             changes.append({"seed": [base + 7919 * (n + 1), base + n + 1, max(0, base - n - 1)]})
         for name, value in sample_params.items():
-            if isinstance(value, str) and value and name not in (sample_inputs or {}):
+            # Free text only (a prompt, a script): short strings are codes (a language, a format) that a plugin may
+            # accept by schema and refuse at run time, which would fail the companion for the wrong reason.
+            if isinstance(value, str) and len(value) >= MIN_FREE_TEXT and name not in (sample_inputs or {}):
                 variants = _text_variants(value)
                 changes.append(
                     {name: variants[n % len(variants) :] + variants[: n % len(variants)]} if variants else {}
