@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from aigc_saas.accounts.services import key_is_active
 from aigc_saas.jobs import events
 from aigc_saas.jobs.models import Job
 from aigc_saas.openai_compat.results import cancel, finish_reason, job_failure, usage
 
 HEARTBEAT_SECONDS = 15.0
+KEY_CHECK_SECONDS = 5.0  # how often a stream re-checks that its key is still valid
 
 
 def _data(payload: Any) -> str:
@@ -89,7 +92,23 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
     try:
         if kind == "chat":
             yield chunk(*(choice(i, "", None, role=True) for i in range(len(jobs))))
+        checked = time.monotonic()
         async for index, event, data in _merged(job_ids):
+            if time.monotonic() - checked >= KEY_CHECK_SECONDS:
+                checked = time.monotonic()
+                if not await sync_to_async(key_is_active)(jobs[0].api_key_id):  # revoked: the stream ends
+                    message = "The API key of this stream was revoked."
+                    yield _data(
+                        {
+                            "error": {
+                                "message": message,
+                                "type": "invalid_request_error",
+                                "param": None,
+                                "code": "api_key_revoked",
+                            }
+                        }
+                    )
+                    return  # its jobs are cancelled below, as when a client hangs up
             if event == "token" and data.get("text"):
                 yield chunk(choice(index, data["text"], None))
             elif event == "heartbeat":
