@@ -143,8 +143,12 @@ class CausalLMRunner:
                         constraint.mask_logits(scores[index])
         tokens = sample_rows(scores, self.rows)
         self.next_tokens = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        for row, token in zip(self.rows, tokens, strict=True):
-            outputs.extend(self._advance(row, token))
+        reasons = [self._take(row, token) for row, token in zip(self.rows, tokens, strict=True)]
+        deltas = self._detokenize(
+            [r is not None or len(row.tokens) >= row.max_new for row, r in zip(self.rows, reasons, strict=True)]
+        )
+        for row, reason, delta in zip(self.rows, reasons, deltas, strict=True):
+            outputs.extend(self._advance(row, reason, delta))
         return outputs
 
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
@@ -254,25 +258,26 @@ class CausalLMRunner:
         self.next_tokens = self.next_tokens.index_select(0, index)
 
     # ---- per-row bookkeeping ---------------------------------------------------------------------------------
-    def _advance(self, row: Row, token: int) -> list[Output]:
-        """Record one sampled token: emit the stable text delta, and the outcome when the row is done."""
-        seq = row.seq
-        reason = None
+    def _take(self, row: Row, token: int) -> str | None:
+        """Record one sampled token; "stop" when it ends the row (an end token, or a complete grammar)."""
         if token in self.stop_token_ids:
-            reason = "stop"
-        else:
-            row.tokens.append(token)
-            if row.constraint is not None:
-                row.constraint.accept(token)
-                if row.constraint.is_finished():
-                    reason = "stop"
+            return "stop"
+        row.tokens.append(token)
+        if row.constraint is not None:
+            row.constraint.accept(token)
+            if row.constraint.is_finished():
+                return "stop"
+        return None
+
+    def _advance(self, row: Row, reason: str | None, delta: str) -> list[Output]:
+        """Emit the stable text delta of one step, and the outcome when the row is done."""
+        seq = row.seq
         # NUL cannot be stored (PostgreSQL text): the stream and the result get the same replacement character.
-        row.pending += self._detokenize(row, final=reason is not None).replace("\x00", "\ufffd")
+        row.pending += delta.replace("\x00", "\ufffd")
         cut = _stop_at(row.pending, row.stop)
         if cut is not None:
             row.pending, reason = row.pending[:cut], "stop"
         if reason is None and len(row.tokens) >= row.max_new:
-            row.pending += self._detokenize(row, final=True).replace("\x00", "\ufffd")
             reason = "length"
         hold = 0 if reason else max((len(s) - 1 for s in row.stop), default=0)
         emit = row.pending[: len(row.pending) - hold] if hold else row.pending
@@ -307,15 +312,22 @@ class CausalLMRunner:
         outputs.append(Output(seq, outcome=outcome))
         return outputs
 
-    def _detokenize(self, row: Row, *, final: bool) -> str:
-        """The text the new tokens add (TGI's incremental detokenizer: decode a short window, hold split bytes)."""
-        decode = self.tokenizer.decode
-        prefix = decode(row.tokens[row.prefix_offset : row.read_offset], skip_special_tokens=True)
-        full = decode(row.tokens[row.prefix_offset :], skip_special_tokens=True)
-        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
-            row.prefix_offset, row.read_offset = row.read_offset, len(row.tokens)
-            return full[len(prefix) :]
-        return ""
+    def _detokenize(self, finals: list[bool]) -> list[str]:
+        """The text each row's new token adds (TGI's incremental detokenizer: decode a short window and hold a
+        split multi-byte character back unless the row is final), all rows decoded in one tokenizer call."""
+        windows = []
+        for row in self.rows:
+            windows += [row.tokens[row.prefix_offset : row.read_offset], row.tokens[row.prefix_offset :]]
+        texts = self.tokenizer.batch_decode(windows, skip_special_tokens=True)
+        deltas = []
+        for index, (row, final) in enumerate(zip(self.rows, finals, strict=True)):
+            prefix, full = texts[2 * index], texts[2 * index + 1]
+            if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+                row.prefix_offset, row.read_offset = row.read_offset, len(row.tokens)
+                deltas.append(full[len(prefix) :])
+            else:
+                deltas.append("")
+        return deltas
 
 
 def _stop_at(text: str, stops: tuple[str, ...]) -> int | None:
