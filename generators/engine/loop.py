@@ -174,8 +174,8 @@ class StepEngine(_EngineThread):
     def _admit(self, seq: Sequence) -> GeneratorError | None:
         try:
             self.runner.prepare(seq)
-        except GeneratorError as exc:
-            return exc
+        except Exception as exc:  # noqa: BLE001 - one job's bad input (a schema, a tokenizer error) fails it alone
+            return _as_error(exc)
         if not self.scheduler.fits_ever(seq):
             return GeneratorError(
                 f"the prompt and `max_new_tokens` need {self.runner.footprint([seq])} KV-cache token slots, over "

@@ -20,7 +20,6 @@ from hardware import DeviceChoice
 
 ENGINE_TIMEOUT_S = 300
 RUNNER_METHODS = ("prepare", "footprint", "kv_bytes_per_token", "step")
-MIN_FREE_TEXT = 8
 
 
 # --- companions: other jobs that may share the sample's pass ---------------------------------------------------
@@ -29,6 +28,13 @@ MIN_FREE_TEXT = 8
 def _text_variants(value: str) -> list[str]:
     rotated = value[1:] + value[0]
     return [v for v in (value[::-1], rotated, value + value[-1], value[:-1]) if v and v != value]
+
+
+def _free_text(cls: type[Generator], name: str) -> bool:
+    """The field takes any text: no pattern, enum or constant in its JSON Schema (Optional variants included)."""
+    field = cls.Params.model_json_schema().get("properties", {}).get(name, {})
+    variants = [field, *field.get("anyOf", []), *field.get("allOf", [])]
+    return not any(key in variant for variant in variants for key in ("pattern", "enum", "const"))
 
 
 def companion_params(
@@ -47,9 +53,10 @@ def companion_params(
             base = raw.get("seed") if isinstance(raw.get("seed"), int) else 0
             changes.append({"seed": [base + 7919 * (n + 1), base + n + 1, max(0, base - n - 1)]})
         for name, value in sample_params.items():
-            # Free text only (a prompt, a script): short strings are codes (a language, a format) that a plugin may
-            # accept by schema and refuse at run time, which would fail the companion for the wrong reason.
-            if isinstance(value, str) and len(value) >= MIN_FREE_TEXT and name not in (sample_inputs or {}):
+            # Free text only (a prompt, a script): a string the schema constrains by a pattern is a code (a
+            # language, a format) a plugin may accept by schema and refuse at run time, failing the companion for
+            # the wrong reason.
+            if isinstance(value, str) and value and name not in (sample_inputs or {}) and _free_text(cls, name):
                 variants = _text_variants(value)
                 changes.append(
                     {name: variants[n % len(variants) :] + variants[: n % len(variants)]} if variants else {}

@@ -96,8 +96,10 @@ def test_a_worker_exports_job_outcomes_throughput_models_and_devices(ran, ops_wo
     assert delta("aigc_job_tokens_per_second_count", generator="transformers-text") == 1
     assert delta("aigc_generated_images_total", generator="diffusers-image") == 1
     assert delta("aigc_job_images_per_second_count", generator="diffusers-image") == 1
-    # Each model loaded once in this worker, whatever the test order: the cache keeps it.
-    assert value(samples, "aigc_model_load_seconds_count", generator="transformers-text", device=text_device) == 1
+    # Loads are counted, and these two jobs loaded the text model at most once (the cache keeps it; an earlier
+    # test of this module may already have loaded it under a configuration of its own).
+    assert value(samples, "aigc_model_load_seconds_count", generator="transformers-text", device=text_device) >= 1
+    assert delta("aigc_model_load_seconds_count", generator="transformers-text", device=text_device) <= 1
     assert value(samples, "aigc_model_cache_used_bytes", device=text_device) > 0
     assert value(samples, "aigc_model_cache_entries", device=text_device) == 2
     assert value(samples, "aigc_device_memory_total_bytes", device="cpu") > 0
