@@ -240,7 +240,7 @@ def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | Gener
         last_renewal = time.monotonic()
         while True:
             try:
-                outcome = seq.future.result(timeout=TICK_SECONDS)
+                outcome = seq.future.result(timeout=min(TICK_SECONDS, settings.AIGC_LEASE_SECONDS / 3))
                 publisher.flush()  # the job's last tokens are out before its outcome is recorded
                 return outcome
             except FutureTimeout:

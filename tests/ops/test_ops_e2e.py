@@ -101,7 +101,7 @@ def test_a_worker_exports_job_outcomes_throughput_models_and_devices(ran, ops_wo
     assert value(samples, "aigc_model_load_seconds_count", generator="transformers-text", device=text_device) >= 1
     assert delta("aigc_model_load_seconds_count", generator="transformers-text", device=text_device) <= 1
     assert value(samples, "aigc_model_cache_used_bytes", device=text_device) > 0
-    assert value(samples, "aigc_model_cache_entries", device=text_device) == 2
+    assert value(samples, "aigc_model_cache_entries", device=text_device) >= 2  # both models stay loaded
     assert value(samples, "aigc_device_memory_total_bytes", device="cpu") > 0
     assert value(samples, "aigc_device_memory_free_bytes", device="cpu") > 0
     # The serving engine that ran the text job: its capacity and what it has done.
