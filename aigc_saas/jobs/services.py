@@ -308,6 +308,9 @@ def _terminal_update(job: Job, **fields: Any) -> bool:
 
 def finish_job(job: Job, result: GenerationResult) -> Job:
     """Store the artifacts and the result together: either all of it lands or the job fails."""
+    if not Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts).exists():
+        # A stale attempt (its lease lapsed and another claimed the job): refuse before any file is written.
+        raise Conflict(f"job {job.pk} is no longer running", code="job_not_running")
     stored: list[Artifact] = []
     try:
         with transaction.atomic():
