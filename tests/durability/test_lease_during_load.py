@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from aigc_saas.jobs import runtime, services
+from aigc_saas.plugins.models import PluginRecord
 from generators.base import GenerationResult, Generator, GeneratorConfig, Modality
 from generators.registry import PluginInfo
 from hardware import DeviceChoice
@@ -51,6 +52,8 @@ def test_a_model_load_longer_than_the_lease_keeps_the_job(tenant, settings, monk
         "resolve",
         lambda job: (info, GeneratorConfig(model_id="tests/slow"), DeviceChoice(device="cpu", dtype="float32")),
     )
+    # A queue no worker consumes: the session's real worker (if an earlier test started it) must not take the job.
+    PluginRecord.objects.filter(name="transformers-text").update(queue="lease-during-load")
     job = services.submit_job(tenant, "transformers-text", {"prompt": "x"})
     worker = threading.Thread(target=runtime.execute_job, args=(str(job.pk),))
 
