@@ -185,6 +185,8 @@ AIGC_EMBEDDED_REDIS_PORT = env_int("AIGC_EMBEDDED_REDIS_PORT", 6390)
 REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{AIGC_EMBEDDED_REDIS_PORT}/0")
 AIGC_JOB_TIME_LIMIT = env_int("AIGC_JOB_TIME_LIMIT", 900)
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport with one crash fixed (see aigc_saas/broker.py); other schemes keep kombu's choice.
+CELERY_BROKER_TRANSPORT = "aigc_saas.broker:Transport" if REDIS_URL.startswith("redis://") else None
 # A broker that accepts connections but never answers must not hang a submission, a worker or beat: every
 # broker call gives up after AIGC_BROKER_TIMEOUT seconds (the job row is committed first; the sweep rings later).
 AIGC_BROKER_TIMEOUT = env_int("AIGC_BROKER_TIMEOUT", 2)
