@@ -246,6 +246,7 @@ AIGC_REDIS_TIMEOUT = env_int("AIGC_REDIS_TIMEOUT", 2)  # connect/socket timeout 
 AIGC_LEASE_SECONDS = env_int("AIGC_LEASE_SECONDS", 30)  # a running job whose lease lapses is re-queued
 AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine decodes together at most
 AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant
+AIGC_STREAM_KEY_CHECK_SECONDS = env_int("AIGC_STREAM_KEY_CHECK_SECONDS", 5)  # an open stream re-checks its key
 AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`
 # OpenAI-compatible /v1: how long a call waits for its job, and how long an image `url` answer stays valid.
 AIGC_OPENAI_WAIT_SECONDS = env_int("AIGC_OPENAI_WAIT_SECONDS", 600)

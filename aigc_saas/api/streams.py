@@ -6,20 +6,17 @@ answer exactly as the sync API does; only the waiting is async.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from redis import RedisError
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from aigc_saas.accounts.services import key_is_active
+from aigc_saas.accounts.streams import KeyWatch, TooManyStreams, close_stream, open_stream, quiet_seconds
 from aigc_saas.api.errors import json_error
 from aigc_saas.api.serializers import JobSerializer
 from aigc_saas.errors import NotFound
@@ -27,7 +24,6 @@ from aigc_saas.jobs import events, services
 from aigc_saas.jobs.models import Job
 
 HEARTBEAT_SECONDS = 15.0
-KEY_CHECK_SECONDS = 5.0
 
 
 def _authorize(request: HttpRequest, view_cls: type[APIView], kwargs: dict[str, Any]) -> tuple[Request | None, Any]:
@@ -99,13 +95,10 @@ async def job_events(request: HttpRequest, job_id: Any) -> HttpResponse:
         job = await sync_to_async(_job_or_404)(drf_request, job_id)
     except NotFound as exc:
         return json_error(404, exc.code, exc.message)
-    tenant_id = job.tenant_id
-    if not await _open_stream(tenant_id):
-        return json_error(
-            429,
-            "too_many_streams",
-            f"`stream`: this tenant already has {settings.AIGC_MAX_STREAMS_PER_TENANT} open event streams; close one",
-        )
+    try:
+        await open_stream(job.tenant_id)
+    except TooManyStreams as exc:
+        return json_error(exc.status, exc.code, exc.message)
     after = request.headers.get("Last-Event-ID") or "0"
     key_id = drf_request.user.api_key.pk
     response = StreamingHttpResponse(_stream(job.pk, after, key_id, drf_request), content_type="text/event-stream")
@@ -121,19 +114,15 @@ def _frame(event: str, data: Any, event_id: str = "") -> str:
 
 async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[str]:
     tenant_id = drf_request.user.tenant.pk
+    key = KeyWatch(key_id)
     try:
-        last_key_check = time.monotonic()
         timeout = settings.AIGC_JOB_TIME_LIMIT + 600
         async for event_id, event, data in events.follow(
-            job_id, after=after, timeout=timeout, heartbeat=HEARTBEAT_SECONDS
+            job_id, after=after, timeout=timeout, heartbeat=quiet_seconds(HEARTBEAT_SECONDS)
         ):
-            if time.monotonic() - last_key_check >= KEY_CHECK_SECONDS:
-                last_key_check = time.monotonic()
-                if not await sync_to_async(key_is_active)(key_id):
-                    yield _frame(
-                        "error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"}
-                    )
-                    return
+            if await key.revoked():
+                yield _frame("error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"})
+                return
             if event == "end":
                 yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request), event_id)
                 return
@@ -145,27 +134,4 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
             yield _frame(event, data, event_id)
         yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request))
     finally:
-        await _close_stream(tenant_id)
-
-
-def _streams_key(tenant_id: Any) -> str:
-    return f"aigc:streams:{tenant_id}"
-
-
-async def _open_stream(tenant_id: Any) -> bool:
-    redis_client = events._async_client()
-    key = _streams_key(tenant_id)
-    try:
-        count = await redis_client.incr(key)
-        await redis_client.expire(key, 3600)  # a crashed web process cannot hold a slot for longer
-    except RedisError:  # no count while Redis is away: the stream opens and follows once it is back
-        return True
-    if count > settings.AIGC_MAX_STREAMS_PER_TENANT:
-        await redis_client.decr(key)
-        return False
-    return True
-
-
-async def _close_stream(tenant_id: Any) -> None:
-    with contextlib.suppress(Exception):  # the slot expires by itself
-        await events._async_client().decr(_streams_key(tenant_id))
+        await close_stream(tenant_id)

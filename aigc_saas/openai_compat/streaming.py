@@ -2,7 +2,9 @@
 
 Chunks carry exactly the engine's deltas, so they concatenate to the job's final text. With n > 1 the jobs'
 streams are merged as they come, each delta tagged with its choice index. When the client goes away the
-generator is closed (or its task cancelled) before the end: the jobs are cancelled then.
+generator is closed (or its task cancelled) before the end: the jobs are cancelled then, as they are when the
+stream's key is revoked or its jobs outlast AIGC_OPENAI_WAIT_SECONDS. Each stream holds one of its tenant's
+stream slots (`accounts.streams`), taken by the view and given back here.
 """
 
 from __future__ import annotations
@@ -10,24 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from aigc_saas.accounts.services import key_is_active
+from aigc_saas.accounts.streams import KeyWatch, close_stream, quiet_seconds
 from aigc_saas.jobs import events
 from aigc_saas.jobs.models import Job
+from aigc_saas.openai_compat.errors import OpenAIError
 from aigc_saas.openai_compat.results import cancel, finish_reason, job_failure, usage
 
 HEARTBEAT_SECONDS = 15.0
-KEY_CHECK_SECONDS = 5.0  # how often a stream re-checks that its key is still valid
 
 
 def _data(payload: Any) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def _error(error: OpenAIError) -> str:
+    return _data(
+        {"error": {"message": error.message, "type": error.body_type, "param": error.param, "code": error.code}}
+    )
 
 
 async def _merged(job_ids: list[Any]) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
@@ -37,7 +44,7 @@ async def _merged(job_ids: list[Any]) -> AsyncIterator[tuple[int, str, dict[str,
     async def pump(index: int, job_id: Any) -> None:
         try:
             async for _id, event, data in events.follow(
-                job_id, timeout=settings.AIGC_OPENAI_WAIT_SECONDS, heartbeat=HEARTBEAT_SECONDS
+                job_id, timeout=settings.AIGC_OPENAI_WAIT_SECONDS, heartbeat=quiet_seconds(HEARTBEAT_SECONDS)
             ):
                 await queue.put((index, event, data))
                 if event == "end":
@@ -65,7 +72,7 @@ def _load(job_ids: list[Any]) -> list[Job]:
 
 
 async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> AsyncIterator[str]:
-    """`kind` is `chat` (chat.completion.chunk) or `completion` (text_completion)."""
+    """`kind` is `chat` (chat.completion.chunk) or `completion` (text_completion); the jobs' tenant holds a slot."""
     job_ids = [job.pk for job in jobs]
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     head = {
@@ -92,41 +99,23 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
     try:
         if kind == "chat":
             yield chunk(*(choice(i, "", None, role=True) for i in range(len(jobs))))
-        checked = time.monotonic()
+        key = KeyWatch(jobs[0].api_key_id)
         async for index, event, data in _merged(job_ids):
-            if time.monotonic() - checked >= KEY_CHECK_SECONDS:
-                checked = time.monotonic()
-                if not await sync_to_async(key_is_active)(jobs[0].api_key_id):  # revoked: the stream ends
-                    message = "The API key of this stream was revoked."
-                    yield _data(
-                        {
-                            "error": {
-                                "message": message,
-                                "type": "invalid_request_error",
-                                "param": None,
-                                "code": "api_key_revoked",
-                            }
-                        }
-                    )
-                    return  # its jobs are cancelled below, as when a client hangs up
+            if await key.revoked():
+                yield _error(OpenAIError(400, "The API key of this stream was revoked.", code="api_key_revoked"))
+                return  # its jobs are cancelled below, as when a client hangs up
             if event == "token" and data.get("text"):
                 yield chunk(choice(index, data["text"], None))
             elif event == "heartbeat":
                 yield ": keep-alive\n\n"  # also how a closed connection is noticed while the job is quiet
         finished = await sync_to_async(_load)(job_ids)
+        if not all(job.is_terminal for job in finished):  # the wait ran out: as a non-streaming call, cancel
+            wait = settings.AIGC_OPENAI_WAIT_SECONDS
+            yield _error(OpenAIError(504, f"the job did not finish within {wait}s and was cancelled", code="timeout"))
+            return
         failures = [f for f in map(job_failure, finished) if f is not None]
         if failures:
-            failure = failures[0]
-            yield _data(
-                {
-                    "error": {
-                        "message": failure.message,
-                        "type": failure.body_type,
-                        "param": failure.param,
-                        "code": failure.code,
-                    }
-                }
-            )
+            yield _error(failures[0])
         else:
             yield chunk(*(choice(i, None if kind == "chat" else "", finish_reason(j)) for i, j in enumerate(finished)))
             if include_usage:
@@ -137,3 +126,4 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
         if not complete:
             with contextlib.suppress(Exception):  # best effort: the connection is already gone
                 await asyncio.shield(sync_to_async(cancel)(job_ids))
+        await close_stream(jobs[0].tenant_id)

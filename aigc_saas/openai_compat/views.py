@@ -20,6 +20,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, S
 from django.urls import reverse
 from rest_framework.views import APIView
 
+from aigc_saas.accounts.streams import TooManyStreams, close_stream, open_stream
 from aigc_saas.api.batches import idempotency_key
 from aigc_saas.errors import ServiceError
 from aigc_saas.jobs import events, services
@@ -103,6 +104,21 @@ def _submit(
             ]
     except ServiceError as exc:
         raise from_service(exc, names) from None
+
+
+async def _submit_for(caller: Any, stream: bool, *submit: Any) -> list:
+    """`_submit`; a streaming call first takes one of its tenant's stream slots, which its relay gives back."""
+    if not stream:
+        return await sync_to_async(_submit)(caller, *submit)
+    try:
+        await open_stream(caller.tenant.pk)
+    except TooManyStreams as exc:
+        raise from_service(exc) from None
+    try:
+        return await sync_to_async(_submit)(caller, *submit)
+    except BaseException:
+        await close_stream(caller.tenant.pk)
+        raise
 
 
 def _idempotency_key(request: HttpRequest) -> str:
@@ -202,8 +218,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         **CHAT_PARAMS,
         "max_new_tokens": "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens",
     }
-    jobs = await sync_to_async(_submit)(
+    jobs = await _submit_for(
         caller,
+        body.stream,
         target,
         body.job_params(),
         body.n,
@@ -245,8 +262,9 @@ async def completions(request: HttpRequest) -> HttpResponse:
     caller = await sync_to_async(_authorize)(request, schema.Completions)
     body: CompletionRequest = parse(CompletionRequest, _body(request))
     target = await sync_to_async(catalog.resolve)(body.model, "completion")
-    jobs = await sync_to_async(_submit)(
+    jobs = await _submit_for(
         caller,
+        body.stream,
         target,
         body.job_params(),
         body.n,
