@@ -116,25 +116,36 @@ class Publisher:
     costs Python time under the same GIL the engine needs, and per step it cost a one-row job a third of its speed.
     Events keep their order; `flush()` sends at once and returns when everything handed over before the call is
     out, which the task thread awaits before recording the outcome, so a job's `end` follows its last token.
+
+    A job's tokens that wait together go out as one `token` event (their texts joined; `index` counts the job's
+    token events): a stream event per token cost Redis, the web server and every SSE client one message each,
+    for a delta of a few characters.
     """
 
-    LINGER_SECONDS = 0.01
+    LINGER_SECONDS = 0.02
 
     def __init__(self) -> None:
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        self._chunks: dict[str, int] = {}  # job id -> token events sent so far
+        self._forgotten: list[tuple[int, str]] = []  # (events queued when the job ended, job id)
         self._queued = self._sent = 0
         self._hurry = 0  # flushes waiting: send without lingering
+        self._urgent = False  # a first token is pending: send without lingering
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def put(self, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
+    def put(self, batch: list[tuple[str, str, dict[str, Any]]], urgent: bool = False) -> None:
+        """`urgent`: send without lingering (a job's first token: the time to it is what a streaming user waits)."""
         with self._cond:
+            self._urgent = self._urgent or urgent
+            first = not self._pending or urgent
             self._pending.extend(batch)
             self._queued += len(batch)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="aigc-event-publisher", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if first:  # wake the sender for the first event only: waking it on every step, to linger again, cost
+                self._cond.notify_all()  # the engine's thread a GIL hand-over per step
 
     def flush(self, timeout: float = 10.0) -> None:
         with self._cond:
@@ -150,12 +161,43 @@ class Publisher:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending))
-                self._cond.wait_for(lambda: self._hurry > 0, self.LINGER_SECONDS)  # let more steps join
-                batch, self._pending = self._pending, []
-            events.publish_many(batch)  # one pipeline for everything the engines emitted meanwhile
+                self._cond.wait_for(lambda: self._hurry > 0 or self._urgent, self.LINGER_SECONDS)  # more steps join
+                batch, self._pending, self._urgent = self._pending, [], False
+                merged = self._coalesce(batch)
+            events.publish_many(merged)  # one pipeline for everything the engines emitted meanwhile
             with self._cond:
                 self._sent += len(batch)
+                self._drop_forgotten()
                 self._cond.notify_all()
+
+    def _coalesce(self, batch: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+        """Each run of a job's consecutive tokens (no other event of that job between them) as one event."""
+        merged: list[tuple[str, str, dict[str, Any]]] = []
+        open_token: dict[str, dict[str, Any]] = {}  # job id -> its token event still open for more text
+        for job_id, event, data in batch:
+            if event != "token":
+                open_token.pop(job_id, None)
+                merged.append((job_id, event, data))
+            elif (current := open_token.get(job_id)) is not None:
+                current["text"] += data["text"]
+            else:
+                index = self._chunks.get(job_id, 0)
+                self._chunks[job_id] = index + 1
+                open_token[job_id] = {"index": index, "text": data["text"]}
+                merged.append((job_id, event, open_token[job_id]))
+        return merged
+
+    def forget(self, job_id: str) -> None:
+        """The job is over: drop its token count once everything it handed over has been sent."""
+        with self._cond:
+            if self._sent >= self._queued:
+                self._chunks.pop(job_id, None)
+            else:
+                self._forgotten.append((self._queued, job_id))
+
+    def _drop_forgotten(self) -> None:
+        while self._forgotten and self._forgotten[0][0] <= self._sent:
+            self._chunks.pop(self._forgotten.pop(0)[1], None)
 
 
 publisher = Publisher()
@@ -164,14 +206,16 @@ publisher = Publisher()
 def publish_outputs(outputs: list[Output]) -> None:
     """One engine step's events, handed to the publisher; outcomes resolve the waiting task threads."""
     batch = []
+    urgent = False
     for out in outputs:
         if out.token is not None:
-            batch.append((out.seq.id, "token", {"index": out.token[0], "text": out.token[1]}))
+            batch.append((out.seq.id, "token", {"text": out.token[1]}))  # the publisher numbers the events
+            urgent = urgent or out.token[0] == 0
         if out.progress is not None:
             _progress[out.seq.id] = out.progress
             batch.append((out.seq.id, "progress", {"fraction": out.progress[0], "message": out.progress[1]}))
     if batch:
-        publisher.put(batch)
+        publisher.put(batch, urgent)
 
 
 def cancel(job_id: str) -> bool:
@@ -264,3 +308,4 @@ def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | Gener
     finally:
         _live.pop(seq.id, None)
         _progress.pop(seq.id, None)
+        publisher.forget(seq.id)
