@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic import BaseModel, Field
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -99,11 +99,31 @@ class ImagesResponse(BaseModel):
     data: list[ImageObject]
 
 
+class StreamEvent(BaseModel):
+    """One server-sent event of a streamed completion (the `text/event-stream` schema describes each event)."""
+
+    data: str = Field(
+        description="A chunk object as JSON (`chat.completion.chunk` or `text_completion`), an OpenAI-shaped "
+        '`{"error": …}` object when the call fails midway (no `[DONE]` follows a revoked key or a timeout), or '
+        "`[DONE]`, last."
+    )
+    event: str | None = Field(default=None, description="Never set by this server: every event is a `message`.")
+    id: str | None = Field(default=None, description="Never set by this server.")
+
+
 STREAM = (
     "With `stream: true`: `text/event-stream` of `chat.completion.chunk` objects (`data: {...}` lines), the "
     "deltas concatenating to the final text, then (with `stream_options.include_usage`) a chunk with `usage` "
     "and no choices, then `data: [DONE]`."
 )
+
+
+def example(name: str, value: dict[str, Any]) -> OpenApiExample:
+    """A request that works against the built-in generators (the docs show it; schemathesis sends it as is)."""
+    return OpenApiExample(name, value=value, request_only=True)
+
+
+HELLO = [{"role": "user", "content": "Hello"}]
 
 
 def errors(*statuses: int) -> dict[int, Any]:
@@ -145,9 +165,13 @@ class ChatCompletions(OpenAIView):
         operation_id="openai_create_chat_completion",
         tags=["openai"],
         request=ChatCompletionRequest,
+        examples=[
+            example("Chat", {"model": "transformers-text", "messages": HELLO, "max_tokens": 8}),
+            example("Streamed", {"model": "transformers-text", "messages": HELLO, "max_tokens": 8, "stream": True}),
+        ],
         responses={
             (200, "application/json"): OpenApiResponse(ChatCompletion, description=STREAM),
-            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=STREAM),
+            (200, "text/event-stream"): OpenApiResponse(StreamEvent, description=STREAM),
             **errors(400, 401, 403, 404, 429, 500, 504),
         },
     )
@@ -160,9 +184,13 @@ class Completions(OpenAIView):
         operation_id="openai_create_completion",
         tags=["openai"],
         request=CompletionRequest,
+        examples=[
+            example("Completion", {"model": "transformers-text", "prompt": "Once upon a time", "max_tokens": 8}),
+            example("Streamed", {"model": "transformers-text", "prompt": "Once", "max_tokens": 8, "stream": True}),
+        ],
         responses={
             (200, "application/json"): TextCompletion,
-            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="With `stream: true`."),
+            (200, "text/event-stream"): OpenApiResponse(StreamEvent, description="With `stream: true`."),
             **errors(400, 401, 403, 404, 429, 500, 504),
         },
     )
@@ -175,6 +203,7 @@ class ImagesGenerations(OpenAIView):
         operation_id="openai_create_image",
         tags=["openai"],
         request=ImageRequest,
+        examples=[example("Image", {"prompt": "a red mug", "size": "64x64", "response_format": "b64_json"})],
         responses={200: ImagesResponse, **errors(400, 401, 403, 404, 429, 500, 504)},
     )
     def post(self, request: Any) -> None:
@@ -186,6 +215,7 @@ class AudioSpeech(OpenAIView):
         operation_id="openai_create_speech",
         tags=["openai"],
         request=SpeechRequest,
+        examples=[example("Speech", {"model": "transformers-speech", "input": "Hello", "response_format": "wav"})],
         responses={
             (200, "audio/wav"): OpenApiTypes.BINARY,
             (200, "audio/flac"): OpenApiTypes.BINARY,
