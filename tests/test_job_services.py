@@ -161,7 +161,7 @@ def test_the_sweep_requeues_lapsed_leases_rerings_lost_doorbells_and_fails_orpha
 
 def test_a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery(tenant, settings) -> None:  # noqa: ANN001
     from aigc_saas.errors import InvalidInput
-    from aigc_saas.jobs import webhooks
+    from aigc_saas.webhooks import services as webhooks
 
     settings.AIGC_WEBHOOK_ALLOW_PRIVATE = False
     with pytest.raises(InvalidInput) as refused:
@@ -171,7 +171,7 @@ def test_a_webhook_to_a_private_address_is_refused_at_submission_and_at_delivery
     settings.AIGC_WEBHOOK_ALLOW_PRIVATE = True
     job = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, webhook_url="http://127.0.0.1:9/hook")
     settings.AIGC_WEBHOOK_ALLOW_PRIVATE = False
-    assert webhooks.deliver(str(job.pk)) is None  # not sent, and no retry loop against a private host
+    assert webhooks.deliver_now(str(job.pk)) is None  # not sent, and no retry loop against a private host
 
 
 def test_nul_characters_are_refused_in_params_and_replaced_in_model_output(job, tenant) -> None:  # noqa: ANN001

@@ -20,9 +20,9 @@ from aigc_saas.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from aigc_saas.jobs import events
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished, job_queued
-from aigc_saas.jobs.webhooks import check_webhook_url
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from aigc_saas.validation import NUL_MESSAGE, nul_character_paths
+from aigc_saas.webhooks.policy import check_webhook_url
 from generators.base import GenerationResult
 from generators.errors import ParamsInvalid
 
@@ -453,9 +453,8 @@ def _after_commit_publish(job_id: Any, event: str, data: dict[str, Any]) -> None
 
 
 def notify_finished(job_id: Any) -> None:
-    """Tell listeners: the `end` event, the `job_finished` signal (scenario runs), and the signed webhook."""
-    from aigc_saas.webhooks.services import enqueue_webhook
-
+    """Tell listeners: the `end` event, then the `job_finished` signal (scenario runs, metrics, and the signed
+    webhook's outbox row, which webhooks.tasks writes; lost sends are re-sent by its sweep)."""
     job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
     if job is None:
         return
@@ -463,8 +462,6 @@ def notify_finished(job_id: Any) -> None:
     for receiver, error in job_finished.send_robust(sender=Job, job=job):
         if isinstance(error, Exception):
             log.error("job_finished receiver %r failed for job %s: %s", receiver, job_id, error, exc_info=error)
-    if job.webhook_url:
-        enqueue_webhook(job)  # a pending WebhookDelivery row (the outbox), sent on commit; lost sends are re-sent
 
 
 def record_worker_status(

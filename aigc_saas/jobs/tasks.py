@@ -29,17 +29,6 @@ def requeue_stale_jobs() -> dict[str, int]:
     return services.requeue_stale_jobs()
 
 
-@shared_task(name="aigc.deliver_webhook", bind=True, max_retries=None, acks_late=True)
-def deliver_webhook(self, delivery_id: int) -> None:  # noqa: ANN001
-    """One attempt of a WebhookDelivery row; a transient failure retries (Celery retry, with backoff) as the
-    next attempt's own row. The attempt count and the backoff live in the rows, not in the message."""
-    from aigc_saas.webhooks import services as webhook_services
-
-    following = webhook_services.attempt_delivery(int(delivery_id))
-    if following is not None:
-        raise self.retry(args=[following.pk], countdown=webhook_services.countdown(following))
-
-
 @receiver(job_queued)
 def ring_broker(sender: Any, job_id: Any, queue: str, **kwargs: Any) -> bool:
     """The doorbell: the worker reads everything else from the row. False when the broker did not take it."""

@@ -24,6 +24,7 @@ from aigc_saas.validation import scrub_model_ids, scrub_paths
 from aigc_saas.webhooks import transport
 from aigc_saas.webhooks.models import DeliveryStatus, WebhookDelivery
 from aigc_saas.webhooks.policy import ResolveFailed, UrlRefused, check_target
+from aigc_saas.webhooks.signals import delivery_due
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 1000
@@ -56,12 +57,18 @@ def backoff_seconds(attempt: int) -> int:
 
 
 def _send(delivery_id: int, countdown: float = 0) -> None:
-    from aigc_saas.jobs.tasks import deliver_webhook
-
-    try:
-        deliver_webhook.apply_async(args=[delivery_id], countdown=max(countdown, 0))
-    except Exception:  # noqa: BLE001 - the row stays pending; resend_pending_webhooks sends it later
-        log.exception("could not queue webhook delivery %s; the sweeper will re-send it", delivery_id)
+    """Ask for the attempt (webhooks.tasks queues it); a row nobody could queue stays pending for the sweep."""
+    for receiver, error in delivery_due.send_robust(
+        sender=WebhookDelivery, delivery_id=delivery_id, countdown=countdown
+    ):
+        if isinstance(error, Exception):
+            log.error(
+                "could not queue webhook delivery %s (%r: %s); the sweeper will re-send it",
+                delivery_id,
+                receiver,
+                error,
+                exc_info=error,
+            )
 
 
 def enqueue_webhook(job: Job) -> None:
@@ -183,3 +190,15 @@ def resend_pending_webhooks() -> int:
     for delivery_id in pending:
         _send(delivery_id)
     return len(pending)
+
+
+def deliver_now(job_id: Any) -> int | None:
+    """One synchronous attempt for a job's webhook (a new delivery row); the receiver's status code, or None
+    when nothing was answered (refused, unreachable: see the row's error). A retry, if any, stays pending."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not job.webhook_url:
+        return None
+    delivery = WebhookDelivery.objects.create(job=job, url=job.webhook_url, due_at=timezone.now())
+    attempt_delivery(delivery.pk)
+    delivery.refresh_from_db()
+    return delivery.response_code
