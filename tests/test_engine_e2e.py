@@ -54,6 +54,38 @@ def test_token_events_concatenate_to_the_result_and_a_late_client_gets_the_whole
     assert text_of(late) == final
 
 
+def test_a_client_resumes_after_the_last_event_it_got_and_a_bad_event_id_is_refused(web_api, worker) -> None:  # noqa: ANN001
+    job = web_api.submit("transformers-text", {"prompt": "resume me", "max_new_tokens": 30})
+    web_api.get(f"{job['url']}?wait=60")
+
+    def frames(**headers: str) -> list[dict[str, str]]:
+        out, current = [], {}
+        with web_api.session.get(f"{job['url']}/events", stream=True, timeout=30, headers=headers) as response:
+            assert response.status_code == 200, response.text
+            for line in response.iter_lines(decode_unicode=True):
+                if not line:
+                    if current:
+                        out.append(current)
+                    if current.get("event") == "end":
+                        return out
+                    current = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    current[name] = value
+        return out
+
+    everything = frames()
+    middle = next(i for i, f in enumerate(everything) if f["event"] == "token")
+    resumed = frames(**{"Last-Event-ID": everything[middle]["id"]})
+    assert [f["id"] for f in resumed[:-1]] == [f["id"] for f in everything[middle + 1 : -1]]
+    assert resumed[-1]["event"] == "end"
+
+    refused = web_api.get(f"{job['url']}/events", headers={"Last-Event-ID": "yesterday"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_last_event_id"
+    assert "`Last-Event-ID`" in refused.json()["error"]["message"]
+
+
 def test_wait_answers_when_the_job_ends_and_refuses_an_unbounded_wait(web_api, worker) -> None:  # noqa: ANN001
     job = web_api.submit("transformers-text", {"prompt": "long poll", "max_new_tokens": 30})
     done = web_api.get(f"{job['url']}?wait=60").json()

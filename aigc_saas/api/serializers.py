@@ -53,6 +53,21 @@ class ErrorBodySerializer(serializers.Serializer):
     error = Inner()
 
 
+class JobStreamEventSerializer(serializers.Serializer):
+    """One server-sent event of `GET /jobs/{id}/events` (the `text/event-stream` schema describes each event;
+    `: keep-alive` comment lines come between them while the job is quiet)."""
+
+    event = serializers.ChoiceField(
+        choices=["state", "progress", "token", "end", "error"],
+        help_text="`state` {state}, `progress` {fraction, message}, `token` {index, text}, `end` (the job, as "
+        "`GET /jobs/{id}` answers it) or `error` {code, message} (the key was revoked; nothing follows).",
+    )
+    data = serializers.CharField(help_text="The event's object as JSON.")
+    id = serializers.CharField(
+        required=False, help_text="The stream position: send it back as `Last-Event-ID` to resume after it."
+    )
+
+
 class ArtifactSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
 

@@ -7,6 +7,7 @@ answer exactly as the sync API does; only the waiting is async.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from aigc_saas.jobs import events, services
 from aigc_saas.jobs.models import Job
 
 HEARTBEAT_SECONDS = 15.0
+EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")  # a Redis stream id, as each event's `id:` carries it
 
 
 def _authorize(request: HttpRequest, view_cls: type[APIView], kwargs: dict[str, Any]) -> tuple[Request | None, Any]:
@@ -95,11 +97,15 @@ async def job_events(request: HttpRequest, job_id: Any) -> HttpResponse:
         job = await sync_to_async(_job_or_404)(drf_request, job_id)
     except NotFound as exc:
         return json_error(404, exc.code, exc.message)
+    after = request.headers.get("Last-Event-ID") or "0"
+    if not EVENT_ID.fullmatch(after):
+        return json_error(
+            400, "invalid_last_event_id", "`Last-Event-ID`: not an event id of this stream (an `id:` it sent)"
+        )
     try:
         await open_stream(job.tenant_id)
     except TooManyStreams as exc:
         return json_error(exc.status, exc.code, exc.message)
-    after = request.headers.get("Last-Event-ID") or "0"
     key_id = drf_request.user.api_key.pk
     response = StreamingHttpResponse(_stream(job.pk, after, key_id, drf_request), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -21,6 +21,7 @@ from aigc_saas.api.serializers import (
     GeneratorSerializer,
     JobCreateSerializer,
     JobSerializer,
+    JobStreamEventSerializer,
     PluginProblemSerializer,
 )
 from aigc_saas.errors import InvalidInput, NotFound
@@ -145,8 +146,16 @@ class JobEvents(APIView):
     renderer_classes = [EventStreamRenderer, JSONRenderer]
 
     @extend_schema(
-        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, description="Resume after it.")],
-        responses={(200, "text/event-stream"): OpenApiTypes.STR, 429: ErrorBodySerializer, **ERRORS},
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="Resume after this event (an `id:` the stream sent); anything else is a 400.",
+                pattern=r"^\d{1,20}(-\d{1,20})?$",
+            )
+        ],
+        responses={(200, "text/event-stream"): JobStreamEventSerializer, 429: ErrorBodySerializer, **ERRORS},
     )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         raise NotImplementedError("served by aigc_saas.api.streams.job_events")
