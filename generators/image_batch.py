@@ -11,17 +11,19 @@ identity was arithmetic: PyTorch's CPU kernels split their work across threads d
 than for a larger batch (oneDNN convolutions and MKL matrix products run multi-threaded inside one sample when
 there is only one; GroupNorm on the channels-last tensors the VAE's attention leaves switches algorithm by
 batch size), so sums are added in another order and pixels move by ~1e-6 — enough to flip a PNG byte now and
-then. Measured on this 2-core CPU, per-row results are identical for every batch of two or more, so:
-- the VAE decodes one image at a time on the CPU (its `enable_slicing`, set in `setup`): alone or batched, each
-  image's decode is the same one-image computation;
-- the UNet runs each image twice per step under classifier-free guidance (guidance > 1), so alone it already
-  sees a batch of two; a job that would run it at a batch of one (guidance <= 1 and one image) is not batched on
-  the CPU (`batch_key` None);
+then. On one 2-core CPU per-row results were identical for every batch of two or more; on another (an AVX-512
+EPYC) a pixel moved between a UNet batch of eight rows and one of two. So, on the CPU:
+- the VAE decodes one image at a time (its `enable_slicing`, set in `setup`): alone or batched, each image's
+  decode is the same one-image computation;
+- the UNet computes each job's rows on their own (`_unet_per_job`), in a lone run's order: the pipeline call,
+  its scheduler steps, text encoding and decode are shared, the arithmetic is the lone run's;
+- a job that would run the UNet at a batch of one (guidance <= 1 and one image) is not batched on the CPU
+  (`batch_key` None): a batch of one takes other kernels than any batch;
 - each job's prompt is encoded on its own, exactly as a lone call encodes it (`_prompt_inputs`): the text
   encoder's output for one prompt moved by ~6e-8 with the number of prompts encoded together for about a third
   of the tiny test models we built, enough to flip a pixel now and then.
-Per-row identity for batches of two or more is measured, not promised by PyTorch; the tests check it on each
-build of the tiny model.
+Identity rests on equal shapes giving equal arithmetic, which PyTorch's CPU kernels do; the tests check it on
+each build of the tiny model.
 On CUDA and MPS each job keeps its own noise exactly, but cuDNN/cuBLAS pick kernels by batch shape, so a batched
 image may differ from the lone run by floating-point rounding (typically a pixel level here and there).
 
@@ -37,7 +39,8 @@ Nothing of the batch (its size, the other jobs) reaches a job's metadata: each r
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from generators.base import BatchItem, GenerationResult
@@ -165,8 +168,9 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
         return callback_kwargs
 
     width, height = first.width or 512, first.height or 512
+    per_job = plugin.device is not None and plugin.device.kind == "cpu"
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _unet_per_job(pipe, owner, enabled=per_job):
             inputs = _prompt_inputs(pipe, items, prompts, negatives)
             output = pipe(
                 **inputs,
@@ -200,6 +204,54 @@ def _run_call(plugin: ImageGenerator, items: list[BatchItem]) -> list[Generation
         except GeneratorError as exc:  # JobCancelled from `finish`: this job alone
             results.append(exc)
     return results
+
+
+@contextmanager
+def _unet_per_job(pipe: Any, owner: list[int], *, enabled: bool) -> Iterator[None]:
+    """On the CPU, the UNet's forward over the call's rows computes each job's rows on their own, in the order a
+    lone run gives them ([its unconditional rows, its conditional rows] under guidance), so each job's numbers are
+    those of its lone run: the CPU kernels add in another order for another batch size (module doc), and across
+    CPUs no batch size is safe (on an AVX-512 EPYC a pixel moved between a batch of 8 and one of 2). The module is
+    still called once per step with every row (its hooks see the whole batch); a forward whose rows do not map to
+    `owner`, or that carries other per-row inputs, runs whole."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    unet = pipe.unet
+    whole = unet.forward
+
+    def forward(sample: Any, timestep: Any, encoder_hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = len(owner)
+        guided = sample.shape[0] == 2 * rows
+        extra = args or any(kwargs.get(k) is not None for k in ("class_labels", "timestep_cond", "attention_mask",
+                                                                "added_cond_kwargs", "down_block_additional_residuals",
+                                                                "mid_block_additional_residual"))  # fmt: skip
+        if extra or not (guided or sample.shape[0] == rows) or len(set(owner)) == 1:
+            return whole(sample, timestep, encoder_hidden_states, *args, **kwargs)
+        outputs, order = [], []
+        for job in dict.fromkeys(owner):
+            mine = [r for r, o in enumerate(owner) if o == job]
+            picked = mine + [rows + r for r in mine] if guided else mine
+            index = torch.tensor(picked, device=sample.device)
+            t = timestep.index_select(0, index) if torch.is_tensor(timestep) and timestep.ndim else timestep
+            out = whole(sample.index_select(0, index), t, encoder_hidden_states.index_select(0, index), **kwargs)
+            outputs.append(out[0] if isinstance(out, tuple) else out.sample)
+            order.extend(picked)
+        merged = torch.empty_like(torch.cat(outputs))
+        merged[torch.tensor(order, device=sample.device)] = torch.cat(outputs)
+        if kwargs.get("return_dict", True):
+            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+            return UNet2DConditionOutput(sample=merged)
+        return (merged,)
+
+    unet.forward = forward
+    try:
+        yield
+    finally:
+        del unet.forward  # the class's forward again
 
 
 def _prompt_inputs(
