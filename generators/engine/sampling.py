@@ -26,7 +26,12 @@ def sample_rows(scores: Any, rows: Seq[Any]) -> list[int]:
     # Keep the smallest head of the distribution whose mass reaches top_p (the first token always stays).
     outside = (ordered.cumsum(dim=-1) - ordered) >= top_p
     ordered = ordered.masked_fill(outside, 0.0)
-    for slot, i in enumerate(sampled):
-        pick = torch.multinomial(ordered[slot], 1, generator=rows[i].generator)
-        greedy[i] = int(order[slot, pick])
+    # The draw: one uniform number per row from that row's own generator, then inverse-CDF sampling for the
+    # whole batch at once (one `multinomial` and one device read per row cost a batch of 32 a fifth of its step).
+    cdf = ordered.cumsum(dim=-1)
+    uniform = torch.cat([torch.rand(1, generator=rows[i].generator, device=scores.device) for i in sampled])
+    target = uniform[:, None] * cdf[:, -1:]  # below each row's kept mass, so it lands in the kept head
+    pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    for i, token in zip(sampled, order.gather(1, pick).squeeze(1).tolist(), strict=True):
+        greedy[i] = token
     return greedy
