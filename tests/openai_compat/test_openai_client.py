@@ -266,13 +266,18 @@ def test_a_streamed_text_completion_concatenates_to_the_final_text(client) -> No
 
 
 def test_a_client_that_hangs_up_on_a_waiting_call_cancels_its_job(v1_server, worker, tenant_key) -> None:  # noqa: ANN001
-    body = {"model": TEXT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2000}
+    # Its job waits on a queue no worker consumes, so it is still unfinished when the client gives up (a job the
+    # tiny model could finish first would make this a race).
+    from aigc_saas.plugins.models import PluginRecord
+
+    assert PluginRecord.objects.filter(name=TEXT).update(queue="hang-up-unserved") == 1
+    body = {"model": TEXT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 20}
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.post(
             f"{v1_server.url}/v1/chat/completions",
             headers={"Authorization": f"Bearer {tenant_key[1]}"},
             json=body,
-            timeout=(5, 0.4),  # gives up (and closes the connection) while the job is still decoding (~1.3 s)
+            timeout=(5, 1.0),  # gives up (and closes the connection) while the call waits for its job
         )
 
     job = Job.objects.get(origin__openai="chat.completions")
