@@ -17,26 +17,45 @@ MAX_JSON_DEPTH = 64  # no API body needs more; the output_schema check allows 32
 MAX_REPORTED_PATHS = 20
 
 
-def nul_character_paths(value: Any, path: str) -> list[str]:
+SURROGATE_MESSAGE = "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not a character"
+NUL = re.compile("\x00")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after JSON decoding, a valid pair is one character already
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def nul_character_paths(value: Any, path: str, pattern: re.Pattern[str] = NUL) -> list[str]:
     """Where a JSON value holds a NUL character (in a key or a string), which PostgreSQL cannot store in text or
-    jsonb; at most `MAX_REPORTED_PATHS` paths, in document order."""
+    jsonb (or, with `pattern=LONE_SURROGATE`, an unpaired surrogate, which jsonb refuses too); at most
+    `MAX_REPORTED_PATHS` paths, in document order."""
     found: list[str] = []
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack and len(found) < MAX_REPORTED_PATHS:
         item, where = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if pattern.search(item):
                 found.append(where)
         elif isinstance(item, dict):
             children = []
             for key, child in item.items():
-                if isinstance(key, str) and "\x00" in key:
+                if isinstance(key, str) and pattern.search(key):
                     found.append(where)
                 children.append((child, f"{where}.{key}" if where else str(key)))
             stack.extend(reversed(children))
         elif isinstance(item, list):
             stack.extend(reversed([(child, f"{where}.{i}" if where else str(i)) for i, child in enumerate(item)]))
     return found
+
+
+def storable(value: Any) -> Any:
+    """Model output made storable: NUL characters and unpaired surrogates (a model can write `\\ud9de` inside
+    JSON it was asked for) become U+FFFD, in keys and strings at any depth."""
+    if isinstance(value, str):
+        return UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:

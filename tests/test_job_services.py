@@ -182,10 +182,12 @@ def test_nul_characters_are_refused_in_params_and_replaced_in_model_output(job, 
     assert refused.value.fields[0]["field"] == "params.prompt"
 
     claimed = services.claim_job(job.pk, "w")
-    services.finish_job(claimed, GenerationResult(text="noise\x00from a model", metadata={"k": "v\x00"}))
+    output = GenerationResult(text="noise\x00from a model", data={"odd": "a\ud9deb"}, metadata={"k": "v\x00"})
+    services.finish_job(claimed, output)
     job.refresh_from_db()
     assert job.state == "succeeded"
     assert job.result["text"] == "noise\ufffdfrom a model" and job.result["metadata"] == {"k": "v\ufffd"}
+    assert job.result["data"] == {"odd": "a\ufffdb"}  # an unpaired surrogate: jsonb would refuse it
 
 
 def test_a_text_job_no_live_engine_could_ever_hold_is_refused_at_submission(tenant, tiny_models) -> None:  # noqa: ANN001

@@ -1,4 +1,4 @@
-"""JSON bodies: NUL characters and hostile nesting are refused up front, naming the field, on every endpoint."""
+"""JSON bodies: NUL characters, unpaired surrogates and hostile nesting are refused up front, naming the field, on every endpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from typing import Any
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
-from aigc_saas.validation import MAX_JSON_DEPTH, NUL_MESSAGE, json_depth, nul_character_paths
+from aigc_saas.validation import (
+    LONE_SURROGATE,
+    MAX_JSON_DEPTH,
+    NUL,
+    NUL_MESSAGE,
+    SURROGATE_MESSAGE,
+    json_depth,
+    nul_character_paths,
+)
 
 
 class StrictJSONParser(JSONParser):
@@ -23,8 +31,10 @@ class StrictJSONParser(JSONParser):
             raise exceptions.ValidationError(
                 {"body": [exceptions.ErrorDetail(f"nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")]}
             )
-        if paths := nul_character_paths(data, ""):
-            raise exceptions.ValidationError(
-                {path or "body": [exceptions.ErrorDetail(NUL_MESSAGE, code="null_character")] for path in paths}
-            )
+        for pattern, code, message in ((NUL, "null_character", NUL_MESSAGE),
+                                       (LONE_SURROGATE, "unpaired_surrogate", SURROGATE_MESSAGE)):  # fmt: skip
+            if paths := nul_character_paths(data, "", pattern):
+                raise exceptions.ValidationError(
+                    {path or "body": [exceptions.ErrorDetail(message, code=code)] for path in paths}
+                )
         return data

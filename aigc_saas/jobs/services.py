@@ -21,23 +21,19 @@ from aigc_saas.jobs import events
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
-from aigc_saas.validation import NUL_MESSAGE, nul_character_paths
+from aigc_saas.validation import (
+    LONE_SURROGATE,
+    NUL,
+    NUL_MESSAGE,
+    SURROGATE_MESSAGE,
+    nul_character_paths,
+    storable,
+)
 from aigc_saas.webhooks.policy import check_webhook_url
 from generators.base import GenerationResult
 from generators.errors import ParamsInvalid
 
 log = logging.getLogger(__name__)
-
-
-def _storable(value: Any) -> Any:
-    """Model output with NUL characters replaced by U+FFFD: the database must be able to store every result."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_storable(key): _storable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable(item) for item in value]
-    return value
 
 
 def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[str, Any]:
@@ -46,9 +42,13 @@ def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[s
             "`params` must be a JSON object",
             fields=[{"field": "params", "code": "type", "message": "`params` must be a JSON object"}],
         )
-    if bad := nul_character_paths(params, "params"):
-        fields = [{"field": path, "code": "null_character", "message": f"`{path}`: {NUL_MESSAGE}"} for path in bad]
-        raise InvalidInput(fields[0]["message"], fields=fields)
+    for pattern, code, message in (
+        (NUL, "null_character", NUL_MESSAGE),
+        (LONE_SURROGATE, "unpaired_surrogate", SURROGATE_MESSAGE),
+    ):
+        if bad := nul_character_paths(params, "params", pattern):
+            fields = [{"field": path, "code": code, "message": f"`{path}`: {message}"} for path in bad]
+            raise InvalidInput(fields[0]["message"], fields=fields)
     try:
         model = cls.validate_params({**defaults, **params})
     except ParamsInvalid as exc:
@@ -322,15 +322,15 @@ def finish_job(job: Job, result: GenerationResult) -> Job:
                     content_type=out.content_type,
                     size=len(out.data),
                     sha256=hashlib.sha256(out.data).hexdigest(),
-                    metadata=_storable(out.metadata),
+                    metadata=storable(out.metadata),
                 )
                 artifact.file.save(out.filename, ContentFile(out.data), save=False)
                 stored.append(artifact)
                 artifact.save()
             payload = {
-                "text": _storable(result.text),
-                "data": _storable(result.data),
-                "metadata": _storable(result.metadata),
+                "text": storable(result.text),
+                "data": storable(result.data),
+                "metadata": storable(result.metadata),
                 "artifacts": [str(a.id) for a in stored],
             }
             if not _terminal_update(

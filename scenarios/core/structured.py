@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from aigc_saas.errors import InvalidInput
+from aigc_saas.validation import storable
 from generators.schema_safety import SchemaRejected, check_untrusted_schema, validator_for
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
@@ -116,7 +117,7 @@ def parsed_candidates(text: str) -> tuple[list[Any], list[str]]:
     for candidate in found:
         for attempt in (candidate, repair_json(candidate)):
             try:
-                values.append(json.loads(attempt))
+                values.append(storable(json.loads(attempt)))  # a model may write `\ud9de`: jsonb refuses that
                 break
             except ValueError:
                 continue

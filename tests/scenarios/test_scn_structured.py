@@ -53,3 +53,11 @@ def test_json_that_breaks_the_schema_fails_naming_the_field() -> None:
 def test_json_that_cannot_be_repaired_fails_saying_so() -> None:
     with pytest.raises(StructuredOutputInvalid, match="does not parse, even after repair"):
         parse_structured('{"title": "a" "b" :: }', SCHEMA)
+
+
+def test_an_unpaired_surrogate_the_model_wrote_becomes_a_replacement_character() -> None:
+    """`\\ud9de` is valid JSON syntax but no character: PostgreSQL's jsonb refuses it, so a run storing it failed."""
+    text = '{"title": "Dog \\ud9de grooming", "meta_description": "Full \\ud83d\\ude00 grooms."}'
+    data = parse_structured(text, SCHEMA)
+    assert data["title"] == "Dog \ufffd grooming"
+    assert data["meta_description"] == "Full \U0001f600 grooms."  # a real pair stays the character it encodes

@@ -130,3 +130,13 @@ def test_hostile_templates_are_a_400_at_save(acme, catalogue, source: str) -> No
     body = error(post(acme, "/api/v1/templates", json.dumps({**TEMPLATE, "prompts": {"prompt": source}})))
     assert body["code"] == "template_unsafe"
     assert body["fields"][0]["field"] == "prompts.prompt"
+
+
+@pytest.mark.parametrize("where", ["prompt", "key"])
+def test_an_unpaired_surrogate_in_a_body_is_a_400_naming_it(acme, where: str) -> None:
+    """Valid JSON syntax (`\\ud800`) that is no character: PostgreSQL's jsonb would refuse it with a 500."""
+    params = {"prompt": "a \ud800 b"} if where == "prompt" else {"prompt": "x", "odd\udfff": 1}
+    body = error(post(acme, "/api/v1/jobs", json.dumps({"generator": "transformers-text", "params": params})))
+    assert body["fields"][0]["code"] == "unpaired_surrogate", body
+    assert body["fields"][0]["field"] == ("params.prompt" if where == "prompt" else "params")
+    assert "surrogate" in body["message"]
