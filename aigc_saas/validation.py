@@ -46,6 +46,18 @@ def nul_character_paths(value: Any, path: str, pattern: re.Pattern[str] = NUL) -
     return found
 
 
+def unstorable_paths(value: Any, path: str) -> tuple[str, str, list[str]]:
+    """(code, message, paths) for what a JSON value holds that cannot be stored: NUL characters first, then
+    unpaired surrogates; ("", "", []) when nothing. One walk for the common clean value."""
+    if not nul_character_paths(value, path, UNSTORABLE):
+        return "", "", []
+    for pattern, code, message in ((NUL, "null_character", NUL_MESSAGE),
+                                   (LONE_SURROGATE, "unpaired_surrogate", SURROGATE_MESSAGE)):  # fmt: skip
+        if paths := nul_character_paths(value, path, pattern):
+            return code, message, paths
+    return "", "", []
+
+
 def storable(value: Any) -> Any:
     """Model output made storable: NUL characters and unpaired surrogates (a model can write `\\ud9de` inside
     JSON it was asked for) become U+FFFD, in keys and strings at any depth."""

@@ -7,15 +7,7 @@ from typing import Any
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
 
-from aigc_saas.validation import (
-    LONE_SURROGATE,
-    MAX_JSON_DEPTH,
-    NUL,
-    NUL_MESSAGE,
-    SURROGATE_MESSAGE,
-    json_depth,
-    nul_character_paths,
-)
+from aigc_saas.validation import MAX_JSON_DEPTH, json_depth, unstorable_paths
 
 
 class StrictJSONParser(JSONParser):
@@ -31,10 +23,9 @@ class StrictJSONParser(JSONParser):
             raise exceptions.ValidationError(
                 {"body": [exceptions.ErrorDetail(f"nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")]}
             )
-        for pattern, code, message in ((NUL, "null_character", NUL_MESSAGE),
-                                       (LONE_SURROGATE, "unpaired_surrogate", SURROGATE_MESSAGE)):  # fmt: skip
-            if paths := nul_character_paths(data, "", pattern):
-                raise exceptions.ValidationError(
-                    {path or "body": [exceptions.ErrorDetail(message, code=code)] for path in paths}
-                )
+        code, message, paths = unstorable_paths(data, "")
+        if paths:
+            raise exceptions.ValidationError(
+                {path or "body": [exceptions.ErrorDetail(message, code=code)] for path in paths}
+            )
         return data

@@ -21,14 +21,7 @@ from aigc_saas.jobs import events
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState, WorkerStatus
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
-from aigc_saas.validation import (
-    LONE_SURROGATE,
-    NUL,
-    NUL_MESSAGE,
-    SURROGATE_MESSAGE,
-    nul_character_paths,
-    storable,
-)
+from aigc_saas.validation import storable, unstorable_paths
 from aigc_saas.webhooks.policy import check_webhook_url
 from generators.base import GenerationResult
 from generators.errors import ParamsInvalid
@@ -42,13 +35,10 @@ def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[s
             "`params` must be a JSON object",
             fields=[{"field": "params", "code": "type", "message": "`params` must be a JSON object"}],
         )
-    for pattern, code, message in (
-        (NUL, "null_character", NUL_MESSAGE),
-        (LONE_SURROGATE, "unpaired_surrogate", SURROGATE_MESSAGE),
-    ):
-        if bad := nul_character_paths(params, "params", pattern):
-            fields = [{"field": path, "code": code, "message": f"`{path}`: {message}"} for path in bad]
-            raise InvalidInput(fields[0]["message"], fields=fields)
+    code, message, bad = unstorable_paths(params, "params")
+    if bad:
+        fields = [{"field": path, "code": code, "message": f"`{path}`: {message}"} for path in bad]
+        raise InvalidInput(fields[0]["message"], fields=fields)
     try:
         model = cls.validate_params({**defaults, **params})
     except ParamsInvalid as exc:
