@@ -47,9 +47,11 @@ def test_500_requests_in_8_seconds_from_one_key_are_cut_to_the_burst_plus_20_per
     started = time.monotonic()
 
     def send(i: int) -> tuple[float, int]:
-        # Paced evenly over 8 s, as the probe sent them.
+        # Paced evenly over 8 s, as the probe sent them; timed when answered (a loaded machine can hold a
+        # thread back, so the order sent is not the order the server took them in).
         time.sleep(max(0.0, started + i * 8 / 500 - time.monotonic()))
-        return time.monotonic() - started, session.get(url, timeout=30).status_code
+        code = session.get(url, timeout=30).status_code
+        return time.monotonic() - started, code
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         results = list(pool.map(send, range(500)))
@@ -61,7 +63,7 @@ def test_500_requests_in_8_seconds_from_one_key_are_cut_to_the_burst_plus_20_per
     assert allowed + limited == 500
     # A burst of 40, then 20/s for the rest of the run; two processes share the one bucket.
     assert 40 + 20 * (elapsed - 1.5) <= allowed <= 40 + 20 * elapsed + 2
-    assert codes[:40] == [200] * 40
+    assert [code for _, code in sorted(results)][:40] == [200] * 40  # the first 40 answered: the burst
 
 
 def test_300_wrong_secret_guesses_turn_into_429_after_20(web, tenant_key) -> None:  # noqa: ANN001
