@@ -4,6 +4,7 @@ tokenizer has one, per-job sampling and seeds, stop strings and grammar-constrai
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from generators.errors import GeneratorError, ModelLoadFailed
 from hardware import DeviceChoice, HardwareNeeds
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+MAX_NEW_TOKENS = 2048
 
 
 class Message(BaseModel):
@@ -54,7 +56,7 @@ class TextParams(BaseModel):
         description="What to write: the user's instruction (or give `messages`).",
     )
     system: str | None = Field(default=None, max_length=2000, description="Optional system message.")
-    max_new_tokens: int = Field(default=256, ge=1, le=2048, description="Upper bound on generated tokens.")
+    max_new_tokens: int = Field(default=256, ge=1, le=MAX_NEW_TOKENS, description="Upper bound on generated tokens.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Fix for reproducible output.")
@@ -79,6 +81,14 @@ class TextConfig(GeneratorConfig):
         description="Causal LM id or path (env AIGC_MODEL_TRANSFORMERS_TEXT).",
     )
     max_input_tokens: int = Field(default=4096, ge=16, le=131072, description="Longer prompts are refused.")
+    kv_layout: Literal["auto", "frame", "slots"] = Field(
+        default="auto",
+        description=(
+            "How the engine holds keys and values: `slots` (a preallocated cache, one slot per job, decode steps as "
+            "CUDA graphs on CUDA), `frame` (one left-padded batch that grows and shrinks), `auto` (slots on CUDA)."
+        ),
+    )
+    cuda_graphs: bool = Field(default=True, description="Replay decode steps as CUDA graphs (slots on CUDA).")
 
 
 def _grammar_batch_mask() -> Any:
@@ -115,19 +125,30 @@ class TextGenerator(Generator):
             raise ModelLoadFailed(f"could not load text model {self.config.model_id!r}: {exc}") from exc
         self.model.to(device.device)
         self.model.eval()
+        self._direct_lock = threading.Lock()
+        self._direct_runner: Any = None
 
     def create_runner(self) -> Any:
         """The engine capability: a step runner over this model (see docs/plugins.md)."""
         from generators.engine.causal_lm import CausalLMRunner
+        from generators.engine.slots import SlotRunner
 
-        return CausalLMRunner(
-            self.model,
-            self.tokenizer,
-            encode=self._input_ids,
-            stop_token_ids=self._stop_token_ids(),
-            metadata=self._metadata,
-            make_constraint=self._constraint,
-            mask_batch=_grammar_batch_mask(),
+        common = {
+            "encode": self._input_ids,
+            "stop_token_ids": self._stop_token_ids(),
+            "metadata": self._metadata,
+            "make_constraint": self._constraint,
+            "mask_batch": _grammar_batch_mask(),
+        }
+        layout = self.config.kv_layout
+        if layout == "auto":
+            layout = "slots" if self.device is not None and self.device.device.startswith("cuda") else "frame"
+        if layout == "frame":
+            return CausalLMRunner(self.model, self.tokenizer, **common)
+        longest = self.config.max_input_tokens + MAX_NEW_TOKENS
+        limit = getattr(self.model.config, "max_position_embeddings", None) or longest
+        return SlotRunner(
+            self.model, self.tokenizer, row_tokens=min(longest, limit), graphs=self.config.cuda_graphs, **common
         )
 
     def _input_ids(self, params: TextParams) -> list[int]:
@@ -189,7 +210,14 @@ class TextGenerator(Generator):
         """All items start together on a fresh runner; each leaves when done, with its own result."""
         from generators.engine.static import run_to_end
 
-        return run_to_end(self.create_runner(), items)
+        # One runner serves the direct passes (its cache and CUDA graphs are kept), one pass at a time.
+        with self._direct_lock:
+            if self._direct_runner is None:
+                self._direct_runner = self.create_runner()
+            try:
+                return run_to_end(self._direct_runner, items)
+            finally:
+                self._direct_runner.reset()
 
     def _stop_token_ids(self) -> set[int]:
         """Tokens that end a sequence."""

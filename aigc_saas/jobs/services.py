@@ -137,7 +137,7 @@ def check_fits_engines(generator: str, model_id: str, params: dict[str, Any]) ->
     needs = int(params["max_new_tokens"]) + len(text) // 16
     fresh = timezone.now() - timedelta(seconds=settings.AIGC_WORKER_STALE_SECONDS)
     budgets = [
-        engine["kv_budget_tokens"]
+        min(engine["kv_budget_tokens"], engine.get("kv_row_tokens") or engine["kv_budget_tokens"])
         for status in WorkerStatus.objects.filter(updated_at__gte=fresh).only("engines")
         for engine in status.engines
         if engine.get("generator") == generator

@@ -142,7 +142,7 @@ class CausalLMRunner:
                     if constraint is not None:
                         constraint.mask_logits(scores[index])
         tokens = sample_rows(scores, self.rows)
-        self.next_tokens = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        self._fed(torch.tensor(tokens, dtype=torch.long, device=self.device))
         reasons = [self._take(row, token) for row, token in zip(self.rows, tokens, strict=True)]
         deltas = self._detokenize(
             [r is not None or len(row.tokens) >= row.max_new for row, r in zip(self.rows, reasons, strict=True)]
@@ -150,6 +150,10 @@ class CausalLMRunner:
         for row, reason, delta in zip(self.rows, reasons, deltas, strict=True):
             outputs.extend(self._advance(row, reason, delta))
         return outputs
+
+    def _fed(self, tokens: Any) -> None:
+        """The tokens just sampled (one per row, in row order): what each row feeds at the next step."""
+        self.next_tokens = tokens
 
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.model(

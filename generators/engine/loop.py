@@ -134,6 +134,9 @@ class StepEngine(_EngineThread):
     def __init__(self, runner: StepRunner, *, budget_tokens: int, max_rows: int, emit: Emit, name: str = "") -> None:
         super().__init__(name, emit)
         self.runner = runner
+        reserve = getattr(runner, "reserve", None)  # a runner that preallocates its cache sizes it from the budget
+        if reserve is not None:
+            budget_tokens = reserve(budget_tokens, max_rows)
         self.scheduler = Scheduler(budget_tokens=budget_tokens, max_rows=max_rows, footprint=runner.footprint)
 
     def stats(self) -> dict[str, Any]:
@@ -146,6 +149,8 @@ class StepEngine(_EngineThread):
             "running": len(running),
             "waiting": self.scheduler.waiting_count + len(self._inbox),
             "kv_budget_tokens": self.scheduler.budget_tokens,
+            # The most one job may hold: the whole budget, or one slot where the runner preallocates per row.
+            "kv_row_tokens": getattr(self.runner, "row_tokens", self.scheduler.budget_tokens),
             "kv_used_tokens": used,
             "max_rows": self.scheduler.max_rows,
             "steps_total": self.steps_total,

@@ -14,10 +14,10 @@ def sample_rows(scores: Any, rows: Seq[Any]) -> list[int]:
     """
     import torch
 
-    greedy = scores.argmax(dim=-1).tolist()
+    greedy = scores.argmax(dim=-1)
     sampled = [i for i, row in enumerate(rows) if row.temperature > 0]
     if not sampled:
-        return greedy
+        return greedy.tolist()
     index = torch.tensor(sampled, device=scores.device)
     temperature = torch.tensor([rows[i].temperature for i in sampled], device=scores.device)[:, None]
     top_p = torch.tensor([rows[i].top_p for i in sampled], device=scores.device)[:, None]
@@ -32,6 +32,5 @@ def sample_rows(scores: Any, rows: Seq[Any]) -> list[int]:
     uniform = torch.cat([torch.rand(1, generator=rows[i].generator, device=scores.device) for i in sampled])
     target = uniform[:, None] * cdf[:, -1:]  # below each row's kept mass, so it lands in the kept head
     pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
-    for i, token in zip(sampled, order.gather(1, pick).squeeze(1).tolist(), strict=True):
-        greedy[i] = token
-    return greedy
+    greedy.index_copy_(0, index, order.gather(1, pick).squeeze(1))
+    return greedy.tolist()  # the step's one device read
