@@ -5,7 +5,7 @@
 Starts a private stack exactly as `make run` does (SQLite, redis-server, control worker, generation worker,
 ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measures:
 
-  A. throughput: 32 concurrent jobs (64 new tokens, mixed prompts, sampling, no seeds) submitted over HTTP and
+  A. throughput: 32 concurrent jobs (64 new tokens by default, mixed prompts, sampling, no seeds) submitted over HTTP and
      followed with `?wait=` as clients would, against the same jobs one at a time through the stack, and against
      the raw plugin batch of 32 (its `generate_batch`, and transformers' own `generate` for reference);
      again with 64 extra clients polling `GET /jobs/{id}` every 100 ms;
@@ -152,11 +152,27 @@ def median_of(samples: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="new tokens per job in A (issue 8: 64 on the CPU)")
+    parser.add_argument(
+        "--llama-1b", action="store_true", help="a random Llama-3.2-1B-shaped model (1.24B parameters) instead of tiny"
+    )
+    parser.add_argument(
+        "--layouts", action="store_true", help="also the raw batch with the frame runner and slots without graphs"
+    )
+    parser.add_argument(
+        "--hf-static", action="store_true", help="also transformers' generate with a static cache + torch.compile"
+    )
+    parser.add_argument("--sequential", type=int, default=32, help="jobs run one at a time through the stack")
+    parser.add_argument("--json-out", type=Path, help="write the figures here as they are taken")
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
+    n_new = args.new_tokens
 
     work = Path(tempfile.mkdtemp(prefix="aigc-bench-engine-"))
-    model = os.environ.get("AIGC_MODEL_TRANSFORMERS_TEXT") or str(build_tiny_text_model(work / "tiny-text"))
+    if args.llama_1b:
+        model = str(build_llama_1b(work / "llama-1b"))
+    else:
+        model = os.environ.get("AIGC_MODEL_TRANSFORMERS_TEXT") or str(build_tiny_text_model(work / "tiny-text"))
     redis_port, web_port = stack.free_port(), stack.free_port()
     env = {
         **os.environ,
@@ -200,41 +216,44 @@ def main() -> None:
     ):
         children.append(stack.spawn(command, env, cwd=ROOT, stdout=log, stderr=log))
     base = f"http://127.0.0.1:{web_port}"
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = Figures(args.json_out)
     try:
         while not stack.port_open(web_port):
             time.sleep(0.2)
         client, other = Client(base, key), Client(base, other_key)
         clients = [Client(base, key) for _ in range(8)]
         client.run(text_params("warm up", 8))
-        concurrent(clients, [text_params(p, 8) for p in prompts(32, 99)])  # warm the engine's batch shapes
+        concurrent(clients, [text_params(p, n_new) for p in prompts(32, 99)])  # warm the engine's batch shapes
 
         # ---- raw plugin, same model, same shapes --------------------------------------------------------
         configure_cpu_threads()  # the worker's thread policy, so the raw path runs as the worker does
         generator = TextGenerator(TextGenerator.Config(model_id=model))
         device = select_device(generator.needs)
         generator.setup(device)
-        batch = [BatchItem(generator.validate_params(text_params(p, 64)), LocalContext(device)) for p in prompts(32)]
-        generator.generate_batch(batch)  # warm-up
-        raw = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            results = generator.generate_batch(batch)
-            raw.append(sum(r.metadata["completion_tokens"] for r in results) / (time.perf_counter() - start))
-        figures["raw_batch32"] = median_of(raw)
-        figures["hf_generate_batch32"] = hf_generate_rate(generator, batch, repeats)
-        direct_single = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            generator.generate(batch[0].params, LocalContext(device))
-            direct_single.append(64 / (time.perf_counter() - start))
-        figures["raw_single"] = median_of(direct_single)
+        batch = [BatchItem(generator.validate_params(text_params(p, n_new)), LocalContext(device)) for p in prompts(32)]
+        figures["raw_batch32"] = raw_rate(generator, batch, repeats)
+        figures["raw_single"] = raw_rate(generator, batch[:1], repeats)
+        figures["hf_generate_batch32"] = hf_generate_rate(generator, batch, repeats, n_new)
+        if args.layouts:
+            for layout, graphs in (("frame", False), ("slots", False)):
+                other_generator = TextGenerator(
+                    TextGenerator.Config(model_id=model, kv_layout=layout, cuda_graphs=graphs)
+                )
+                other_generator.setup(device)
+                name = layout if layout == "frame" else "slots_eager"
+                figures[f"raw_batch32_{name}"] = raw_rate(other_generator, batch, repeats)
+                figures[f"raw_single_{name}"] = raw_rate(other_generator, batch[:1], repeats)
+                other_generator.teardown()
+        if args.hf_static:
+            figures["hf_static_compile_batch32"] = hf_generate_rate(generator, batch, repeats, n_new, static=True)
+            figures["hf_static_compile_single"] = hf_generate_rate(generator, batch[:1], repeats, n_new, static=True)
 
         # ---- A. through the stack ---------------------------------------------------------------------
-        jobs = [text_params(p, 64) for p in prompts(32)]
+        jobs = [text_params(p, n_new) for p in prompts(32)]
         start = time.perf_counter()
-        sequential = [client.run(p) for p in jobs]
+        sequential = [client.run(p) for p in jobs[: args.sequential]]
         figures["stack_one_at_a_time"] = tokens(sequential) / (time.perf_counter() - start)
+        figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
         rates = []
         for _ in range(repeats):
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
@@ -320,7 +339,7 @@ def main() -> None:
         for child in reversed(children):
             stack.stop(child)
 
-    report(figures, model, device.device)
+    report(figures, model, device.device, n_new)
 
 
 def direct_first_token(generator: TextGenerator, params: dict) -> float:
@@ -341,8 +360,67 @@ def direct_first_token(generator: TextGenerator, params: dict) -> float:
     return first[0] - start
 
 
-def hf_generate_rate(generator: TextGenerator, batch: list[BatchItem], repeats: int) -> float:
-    """transformers' own `generate` on the same left-padded batch (sampling, 64 tokens): a reference point."""
+class Figures(dict):
+    """The figures, also written to a JSON file as each is taken (a run cut short still leaves what it measured)."""
+
+    def __init__(self, path: Path | None) -> None:
+        super().__init__()
+        self.path = path
+
+    def __setitem__(self, key: str, value: float) -> None:
+        super().__setitem__(key, value)
+        print(f"  {key}: {value:.4f}", flush=True)
+        if self.path is not None:
+            self.path.write_text(json.dumps(self, indent=1))
+
+
+def build_llama_1b(path: Path) -> Path:
+    """Random bf16 weights in Llama-3.2-1B's shape (hidden 2048, 16 layers, 32/8 heads, vocab 128256, tied), with
+    the tiny trained tokenizer: ids it does not know decode to nothing, which changes no shape or cost."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tiny = build_tiny_text_model(path.parent / "tiny-text")
+    config = LlamaConfig(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.generation_config.eos_token_id = None
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(path)
+    del model
+    return path
+
+
+def raw_rate(generator: TextGenerator, batch: list[BatchItem], repeats: int) -> float:
+    """Tokens/s of the plugin's own `generate_batch` over `batch` (after one warm-up pass)."""
+    generator.generate_batch(batch)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = generator.generate_batch(batch)
+        rates.append(sum(r.metadata["completion_tokens"] for r in results) / (time.perf_counter() - start))
+    return median_of(rates)
+
+
+def hf_generate_rate(
+    generator: TextGenerator, batch: list[BatchItem], repeats: int, n_new: int, *, static: bool = False
+) -> float:
+    """transformers' own `generate` on the same left-padded batch (sampling): a reference point. `static`: its
+    static KV cache, which transformers compiles with torch.compile (the issue's best raw configuration)."""
     import torch
 
     ids = [generator._input_ids(item.params) for item in batch]
@@ -355,28 +433,48 @@ def hf_generate_rate(generator: TextGenerator, batch: list[BatchItem], repeats: 
         mask[row, width - len(each) :] = 1
     kwargs = {
         "attention_mask": mask,
-        "max_new_tokens": 64,
-        "min_new_tokens": 64,
+        "max_new_tokens": n_new,
+        "min_new_tokens": n_new,
         "do_sample": True,
         "temperature": 0.8,
         "top_p": 0.95,
         "pad_token_id": pad,
     }
+    if static:
+        kwargs["cache_implementation"] = "static"
+    input_ids, kwargs["attention_mask"] = input_ids.to(generator.model.device), mask.to(generator.model.device)
     with torch.inference_mode():
         generator.model.generate(input_ids, **kwargs)
         rates = []
         for _ in range(repeats):
             start = time.perf_counter()
             generator.model.generate(input_ids, **kwargs)
-            rates.append(len(ids) * 64 / (time.perf_counter() - start))
+            rates.append(len(ids) * n_new / (time.perf_counter() - start))
     return median_of(rates)
 
 
-def report(f: dict[str, float], model: str, device: str) -> None:
+def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
     print(f"serving engine, model {model}, device {device}, {os.cpu_count()} cores")
-    print("A. throughput, 32 jobs x 64 new tokens (tokens/s)")
-    print(f"   raw plugin batch of 32 (generate_batch):      {f['raw_batch32']:9.0f}")
+    print(f"A. throughput, 32 jobs x {n_new} new tokens (tokens/s)")
+    print(f"   raw plugin batch of 32 (generate_batch):      {f['raw_batch32']:9.0f}   single {f['raw_single']:.0f}")
+    for key, label in (
+        ("raw_batch32_frame", "... with the left-padded frame runner:"),
+        ("raw_batch32_slots_eager", "... with slots, no CUDA graphs:      "),
+    ):
+        if key in f:
+            single = f[key.replace("batch32", "single")]
+            print(f"   {label}         {f[key]:9.0f}   single {single:.0f}")
     print(f"   transformers generate(), same batch:          {f['hf_generate_batch32']:9.0f}")
+    if "hf_static_compile_batch32" in f:
+        print(
+            f"   transformers generate(), static cache+compile: {f['hf_static_compile_batch32']:8.0f}   "
+            f"single {f['hf_static_compile_single']:.0f}"
+        )
+        best = max(f["hf_static_compile_batch32"], f["raw_batch32"])
+        print(
+            f"   stack 32 concurrent / best raw batch of 32:    {f['stack_32_concurrent'] / best:.2f}x (GPU target >= 0.8)"
+        )
+    print(f"   stack single job: {f['stack_single_job']:.0f} tokens/s (GPU target >= 316, 4x the issue's 79)")
     print(f"   stack, one job at a time:                      {f['stack_one_at_a_time']:9.0f}")
     print(
         f"   stack, 32 concurrent clients:                  {f['stack_32_concurrent']:9.0f}   "
