@@ -220,6 +220,11 @@ class SlotRunner(CausalLMRunner):
         cache = DynamicCache()
         logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
         # Each row's real positions (right-aligned in the prefill) go to the start of its own slot.
+        if len(joining) > len(self.free):  # the engine's scheduler never asks this; a direct pass too large might
+            raise GeneratorError(
+                f"{len(joining)} jobs joined but only {len(self.free)} of {self.slots} KV-cache slots are free",
+                code="context_exceeds_kv_budget",
+            )
         slots = [heapq.heappop(self.free) for _ in joining]
         src_rows = torch.repeat_interleave(torch.arange(len(joining)), torch.tensor(lengths)).to(self.device)
         src_cols = torch.cat([torch.arange(width - n, width) for n in lengths]).to(self.device)
