@@ -378,7 +378,8 @@ class Figures(dict):
 
 def build_llama_1b(path: Path) -> Path:
     """Random bf16 weights in Llama-3.2-1B's shape (hidden 2048, 16 layers, 32/8 heads, vocab 128256, tied), with
-    the tiny trained tokenizer: ids it does not know decode to nothing, which changes no shape or cost."""
+    the tiny trained tokenizer grown to the same vocabulary by plain added words (` w1234`), so every sampled id
+    decodes to text and streams as a token event."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -402,7 +403,9 @@ def build_llama_1b(path: Path) -> Path:
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.generation_config.eos_token_id = None
     model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tiny).save_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.add_tokens([f" w{i}" for i in range(len(tokenizer), config.vocab_size)])
+    tokenizer.save_pretrained(path)
     del model
     return path
 
