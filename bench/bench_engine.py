@@ -187,7 +187,10 @@ def main() -> None:
         "AIGC_DEFAULT_MAX_ACTIVE_JOBS": "0",
         "AIGC_DEFAULT_MAX_JOBS_PER_DAY": "0",
         "AIGC_WORKER_CONCURRENCY": "80",
+        # One directory for every process's samples, so the web's /metrics shows the worker's engine too.
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
     }
+    (work / "metrics").mkdir()
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     key = subprocess.run(
@@ -232,6 +235,13 @@ def main() -> None:
         generator.setup(device)
         batch = [BatchItem(generator.validate_params(text_params(p, n_new)), LocalContext(device)) for p in prompts(32)]
         figures["raw_batch32"] = raw_rate(generator, batch, repeats)
+        engine_direct = DirectEngine(generator)
+        engine_direct.run([text_params(p, n_new) for p in prompts(32)])  # warm-up
+        rates = []
+        for _ in range(repeats):
+            wall, _, count = engine_direct.run([text_params(p, n_new) for p in prompts(32)])
+            rates.append(count / wall)
+        figures["engine_batch32"] = median_of(rates)  # the worker's engine loop, in-process, all 32 at once
         figures["raw_single"] = raw_rate(generator, batch[:1], repeats)
         figures["hf_generate_batch32"] = hf_generate_rate(generator, batch, repeats, n_new)
         if args.layouts:
@@ -252,10 +262,22 @@ def main() -> None:
         figures["stack_one_at_a_time"] = tokens(sequential) / (time.perf_counter() - start)
         figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
         rates = []
+        before = engine_counters(base)
         for _ in range(repeats):
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
             rates.append(tokens(done) / wall)
         figures["stack_32_concurrent"] = median_of(rates)
+        time.sleep(0.5)  # the worker samples its engines after each task
+        after = engine_counters(base)
+        steps = after["aigc_engine_steps"] - before["aigc_engine_steps"]
+        if steps > 0:  # where the worker's time went: how full its batches were, how long a step took
+            figures["stack_32_mean_rows_per_step"] = (
+                after["aigc_engine_rows_stepped"] - before["aigc_engine_rows_stepped"]
+            ) / steps
+            figures["stack_32_mean_step_ms"] = (
+                1000 * (after["aigc_engine_step_seconds"] - before["aigc_engine_step_seconds"]) / steps
+            )
+            figures["stack_32_steps_per_run"] = steps / repeats
         watched = client.submit(text_params("a job to watch", 8))
         pollers = Pollers(client, watched["url"], 64, 0.1)
         try:
@@ -301,7 +323,7 @@ def main() -> None:
             start = time.perf_counter()
             generator.generate(generator.validate_params(one), LocalContext(device))
             direct.append(time.perf_counter() - start)
-            direct_ttft.append(direct_first_token(generator, one))
+            direct_ttft.append(engine_direct.run([one])[1][0])
         through, ttft = [], []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -344,22 +366,54 @@ def main() -> None:
     report(figures, model, device.device, n_new)
 
 
-def direct_first_token(generator: TextGenerator, params: dict) -> float:
-    """Seconds to the first token event of the plugin's own runner in an engine, with no stack around it."""
-    from generators.engine.loop import StepEngine
-    from generators.engine.sequence import Sequence
+class DirectEngine:
+    """The plugin's runner in a StepEngine of this process, with no stack around it, built as the worker builds
+    its engine (KV budget from the hardware module) and kept across measurements (its CUDA graphs too)."""
 
-    first: list[float] = []
+    def __init__(self, generator: TextGenerator) -> None:
+        from generators.engine.loop import StepEngine
+        from hardware.kv import kv_budget_tokens
 
-    def emit(outputs: list) -> None:
-        if not first and any(o.token for o in outputs):
-            first.append(time.perf_counter())
+        self.generator = generator
+        self.first: dict[str, float] = {}
+        runner = generator.create_runner()
+        budget = kv_budget_tokens(generator.device.device, runner.kv_bytes_per_token())
+        self.engine = StepEngine(runner, budget_tokens=budget, max_rows=64, emit=self._emit, name="direct")
 
-    engine = StepEngine(generator.create_runner(), budget_tokens=10**6, max_rows=64, emit=emit, name="direct")
-    start = time.perf_counter()
-    engine.submit(Sequence(id="direct", params=generator.validate_params(params))).future.result(120)
-    engine.stop()
-    return first[0] - start
+    def _emit(self, outputs: list) -> None:
+        now = time.perf_counter()
+        for out in outputs:
+            if out.token is not None:
+                self.first.setdefault(out.seq.id, now)
+
+    def run(self, params: list[dict]) -> tuple[float, list[float], int]:
+        """(wall seconds, each job's seconds to its first token, tokens) for jobs submitted together."""
+        from generators.engine.sequence import Sequence
+
+        self.first.clear()
+        start = time.perf_counter()
+        seqs = [
+            self.engine.submit(Sequence(id=str(i), params=self.generator.validate_params(p)))
+            for i, p in enumerate(params)
+        ]
+        results = [seq.future.result(600) for seq in seqs]
+        wall = time.perf_counter() - start
+        return wall, [self.first[str(i)] - start for i in range(len(seqs))], tokens_of(results)
+
+
+def tokens_of(results: list) -> int:
+    return sum(r.metadata["completion_tokens"] for r in results)
+
+
+def engine_counters(base: str) -> dict[str, float]:
+    """The text engine's cumulative counters from /metrics, summed over workers."""
+    names = ("aigc_engine_steps", "aigc_engine_rows_stepped", "aigc_engine_step_seconds")
+    totals = dict.fromkeys(names, 0.0)
+    for line in requests.get(f"{base}/metrics", timeout=30).text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in totals and 'generator="transformers-text"' in line:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 class Figures(dict):
@@ -417,7 +471,7 @@ def raw_rate(generator: TextGenerator, batch: list[BatchItem], repeats: int) -> 
     for _ in range(repeats):
         start = time.perf_counter()
         results = generator.generate_batch(batch)
-        rates.append(sum(r.metadata["completion_tokens"] for r in results) / (time.perf_counter() - start))
+        rates.append(tokens_of(results) / (time.perf_counter() - start))
     return median_of(rates)
 
 
@@ -469,6 +523,7 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         if key in f:
             single = f[key.replace("batch32", "single")]
             print(f"   {label}         {f[key]:9.0f}   single {single:.0f}")
+    print(f"   the engine loop in-process, 32 submitted at once: {f['engine_batch32']:6.0f}")
     print(f"   transformers generate(), same batch:          {f['hf_generate_batch32']:9.0f}")
     if "hf_static_compile_batch32" in f:
         print(
@@ -486,6 +541,11 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         f"{f['stack_32_concurrent'] / f['stack_one_at_a_time']:.2f}x one-at-a-time (target >= 6), "
         f"{f['stack_32_concurrent'] / f['raw_batch32']:.2f}x raw batch (target >= 0.6)"
     )
+    if "stack_32_mean_step_ms" in f:
+        print(
+            f"   ... the worker's engine meanwhile: {f['stack_32_steps_per_run']:.0f} steps a run, "
+            f"{f['stack_32_mean_rows_per_step']:.1f} rows and {f['stack_32_mean_step_ms']:.2f} ms a step"
+        )
     print(
         f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
         f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "

@@ -168,6 +168,18 @@ ENGINE_MAX_ROWS = Gauge(
 ENGINE_STEPS = Gauge(
     "aigc_engine_steps", "Steps the engine ran since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )
+ENGINE_ROWS = Gauge(
+    "aigc_engine_rows_stepped",
+    "Rows summed over the engine's steps (divided by aigc_engine_steps: the mean batch).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
+ENGINE_STEP_SECONDS = Gauge(
+    "aigc_engine_step_seconds",
+    "Seconds the engine spent in steps (divided by aigc_engine_steps: the mean step time).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
 ENGINE_TOKENS = Gauge(
     "aigc_engine_tokens", "Tokens the engine produced since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )

@@ -152,6 +152,8 @@ def _sample_engines() -> None:
         "kv_used_tokens": metrics.ENGINE_KV_USED,
         "max_rows": metrics.ENGINE_MAX_ROWS,
         "steps_total": metrics.ENGINE_STEPS,
+        "rows_total": metrics.ENGINE_ROWS,
+        "step_seconds_total": metrics.ENGINE_STEP_SECONDS,
         "tokens_total": metrics.ENGINE_TOKENS,
         "items_total": metrics.ENGINE_ITEMS,
     }

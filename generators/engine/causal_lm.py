@@ -124,24 +124,16 @@ class CausalLMRunner:
         if leaving:
             self._drop({id(s) for s in leaving})
         with torch.inference_mode():
-            logits = []
+            tokens: list[int] = []
             if self.rows:
-                logits.append(self._decode())
+                tokens += self._decode_tokens()
             if joining:
-                logits.append(self._prefill(joining))
-            if not logits:
-                return []
-            scores = torch.cat(logits).float()
+                before = len(self.rows)
+                logits = self._prefill(joining)
+                tokens += self._sample(logits, self.rows[before:])
+        if not tokens:
+            return []
         outputs: list[Output] = []
-        constraints = [row.constraint for row in self.rows]
-        if any(c is not None for c in constraints):
-            if self.mask_batch is not None:
-                self.mask_batch(constraints, scores)
-            else:
-                for index, constraint in enumerate(constraints):
-                    if constraint is not None:
-                        constraint.mask_logits(scores[index])
-        tokens = sample_rows(scores, self.rows)
         self._fed(torch.tensor(tokens, dtype=torch.long, device=self.device))
         reasons = [self._take(row, token) for row, token in zip(self.rows, tokens, strict=True)]
         deltas = self._detokenize(
@@ -150,6 +142,23 @@ class CausalLMRunner:
         for row, reason, delta in zip(self.rows, reasons, deltas, strict=True):
             outputs.extend(self._advance(row, reason, delta))
         return outputs
+
+    def _decode_tokens(self) -> list[int]:
+        """One decode step of every running row: the token each samples."""
+        return self._sample(self._decode(), self.rows)
+
+    def _sample(self, logits: Any, rows: list[Row]) -> list[int]:
+        """Grammar masks (where rows have one), then each row's own sampling."""
+        scores = logits.float()
+        constraints = [row.constraint for row in rows]
+        if any(c is not None for c in constraints):
+            if self.mask_batch is not None:
+                self.mask_batch(constraints, scores)
+            else:
+                for index, constraint in enumerate(constraints):
+                    if constraint is not None:
+                        constraint.mask_logits(scores[index])
+        return sample_rows(scores, rows)
 
     def _fed(self, tokens: Any) -> None:
         """The tokens just sampled (one per row, in row order): what each row feeds at the next step."""
@@ -197,7 +206,9 @@ class CausalLMRunner:
         torch = self.torch
         params = seq.params
         seed = params.seed if params.seed is not None else secrets.randbits(63)
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        # On the CPU on every device: the same seed draws the same numbers on any accelerator, and a CUDA-graph
+        # step can take the draws as an input (generators.engine.sampling).
+        generator = torch.Generator().manual_seed(int(seed))
         constraint = self._constraints.pop(seq, None)
         return Row(
             seq=seq,

@@ -50,6 +50,8 @@ class _EngineThread:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps_total = 0
+        self.rows_total = 0
+        self.step_seconds_total = 0.0
         self.tokens_total = 0
         self.items_total = 0
 
@@ -154,6 +156,8 @@ class StepEngine(_EngineThread):
             "kv_used_tokens": used,
             "max_rows": self.scheduler.max_rows,
             "steps_total": self.steps_total,
+            "rows_total": self.rows_total,  # rows summed over steps: / steps_total = the mean batch
+            "step_seconds_total": round(self.step_seconds_total, 6),  # / steps_total = the mean step time
             "tokens_total": self.tokens_total,
             "items_total": self.items_total,
         }
@@ -191,6 +195,7 @@ class StepEngine(_EngineThread):
         return None
 
     def _step(self, joining: list[Sequence], leaving: list[Sequence]) -> list[Output]:
+        started = time.perf_counter()
         try:
             outputs = self.runner.step(joining, leaving)
         except Exception as exc:  # noqa: BLE001 - a failed step fails its rows, the engine serves on
@@ -207,6 +212,8 @@ class StepEngine(_EngineThread):
             del exc
             return [Output(seq, outcome=error) for seq in rows]
         self.steps_total += 1
+        self.rows_total += len(self.scheduler.running)
+        self.step_seconds_total += time.perf_counter() - started
         for out in outputs:
             if out.outcome is not None:
                 self.scheduler.finish(out.seq)
@@ -249,6 +256,8 @@ class PassEngine(_EngineThread):
             "kv_used_tokens": 0,
             "max_rows": type(self.generator).max_batch_size,
             "steps_total": self.steps_total,
+            "rows_total": self.rows_total,  # rows summed over steps: / steps_total = the mean batch
+            "step_seconds_total": round(self.step_seconds_total, 6),  # / steps_total = the mean step time
             "tokens_total": self.tokens_total,
             "items_total": self.items_total,
         }

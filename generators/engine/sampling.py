@@ -1,4 +1,9 @@
-"""Per-row sampling for a batch: each row its own temperature (0 = greedy), top-p and random generator."""
+"""Per-row sampling for a batch: each row its own temperature (0 = greedy), top-p and random generator.
+
+The random draw of a row is one uniform number per step from that row's own generator, kept on the CPU, so a
+seeded job draws the same numbers whatever else is in the batch and whatever the device. Everything else is
+tensor arithmetic over the whole batch (`pick`), which a CUDA-graph step can run on the device as part of the graph.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,54 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 
-def sample_rows(scores: Any, rows: Seq[Any]) -> list[int]:
-    """One token per row of `scores` (rows, vocab), float32. `rows[i]` has temperature, top_p, generator.
+def draws(rows: Seq[Any]) -> list[float]:
+    """This step's uniform number of each row (0.0 for a greedy row, which draws nothing)."""
+    import torch
 
-    Temperature and top-p are applied to the whole batch at once; the draw itself is per row, from that row's
-    generator, so a seeded job draws the same numbers whatever else is in the batch.
+    return [float(torch.rand(1, generator=row.generator)) if row.temperature > 0 else 0.0 for row in rows]
+
+
+def pick(scores: Any, temperature: Any, top_p: Any, uniform: Any) -> Any:
+    """Tokens (rows,) from float32 `scores` (rows, vocab) and per-row `temperature`, `top_p`, `uniform` (rows,).
+
+    Rows with temperature 0 take the argmax. The others keep the smallest head of their tempered distribution whose
+    mass reaches top_p (the first token always stays) and take the token where their uniform number falls in it
+    (inverse-CDF sampling: one `multinomial` and one device read per row cost a batch of 32 a fifth of its step).
     """
     import torch
 
     greedy = scores.argmax(dim=-1)
+    probs = torch.softmax(scores / temperature.clamp(min=1e-6)[:, None], dim=-1)
+    ordered, order = probs.sort(dim=-1, descending=True)
+    outside = (ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]
+    ordered = ordered.masked_fill(outside, 0.0)
+    cdf = ordered.cumsum(dim=-1)
+    target = uniform[:, None] * cdf[:, -1:]  # below each row's kept mass, so it lands in the kept head
+    index = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    return torch.where(temperature > 0, order.gather(1, index).squeeze(1), greedy)
+
+
+def sample_rows(scores: Any, rows: Seq[Any]) -> list[int]:
+    """One token per row of `scores` (rows, vocab), float32. `rows[i]` has temperature, top_p, generator."""
+    import torch
+
     sampled = [i for i, row in enumerate(rows) if row.temperature > 0]
     if not sampled:
-        return greedy.tolist()
-    index = torch.tensor(sampled, device=scores.device)
-    temperature = torch.tensor([rows[i].temperature for i in sampled], device=scores.device)[:, None]
-    top_p = torch.tensor([rows[i].top_p for i in sampled], device=scores.device)[:, None]
-    probs = torch.softmax(scores.index_select(0, index) / temperature, dim=-1)
-    ordered, order = probs.sort(dim=-1, descending=True)
-    # Keep the smallest head of the distribution whose mass reaches top_p (the first token always stays).
-    outside = (ordered.cumsum(dim=-1) - ordered) >= top_p
-    ordered = ordered.masked_fill(outside, 0.0)
-    # The draw: one uniform number per row from that row's own generator, then inverse-CDF sampling for the
-    # whole batch at once (one `multinomial` and one device read per row cost a batch of 32 a fifth of its step).
-    cdf = ordered.cumsum(dim=-1)
-    uniform = torch.cat([torch.rand(1, generator=rows[i].generator, device=scores.device) for i in sampled])
-    target = uniform[:, None] * cdf[:, -1:]  # below each row's kept mass, so it lands in the kept head
-    pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
-    greedy.index_copy_(0, index, order.gather(1, pick).squeeze(1))
-    return greedy.tolist()  # the step's one device read
+        return scores.argmax(dim=-1).tolist()
+    device = scores.device
+    if len(sampled) < len(rows):  # only the sampling rows pay for the sort
+        tokens = scores.argmax(dim=-1)
+        index = torch.tensor(sampled, device=device)
+        chosen = [rows[i] for i in sampled]
+        tokens.index_copy_(0, index, _pick_rows(scores.index_select(0, index), chosen, device))
+        return tokens.tolist()
+    return _pick_rows(scores, rows, device).tolist()  # the step's one device read
+
+
+def _pick_rows(scores: Any, rows: Seq[Any], device: Any) -> Any:
+    import torch
+
+    temperature = torch.tensor([row.temperature for row in rows], device=device)
+    top_p = torch.tensor([row.top_p for row in rows], device=device)
+    uniform = torch.tensor(draws(rows), device=device)
+    return pick(scores, temperature, top_p, uniform)

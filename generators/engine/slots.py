@@ -26,12 +26,14 @@ from collections.abc import Sequence as Seq
 from typing import Any
 
 from generators.engine.causal_lm import CausalLMRunner, Row
+from generators.engine.sampling import draws, pick
 from generators.engine.sequence import Sequence
 from generators.errors import GeneratorError
 
 log = logging.getLogger(__name__)
 
 MIN_WIDTH = 64  # the narrowest attention window a decode step is bucketed to
+WARM_WIDTH = 512  # graphs up to this width are captured when the cache is allocated; wider ones on first use
 
 
 def _bucket(n: int, cap: int, floor: int = 1) -> int:
@@ -86,12 +88,15 @@ class SlotRunner(CausalLMRunner):
         super().__init__(*args, **kwargs)
         self.row_tokens = int(row_tokens)  # positions of one slot: the longest prompt + max_new_tokens it holds
         self.graphs = bool(graphs) and str(self.device).startswith("cuda")
+        # Sampling inside the decode step (one graph from token in to token out), for steps whose rows have no
+        # grammar; on by default with graphs, and testable eagerly on the CPU.
+        self.fused = self.graphs
         self.slots = 0
         self.kv: Any = None
         self.free: list[int] = []
         self.slot_of: dict[int, int] = {}  # id(row) -> slot
         self.length: list[int] = []  # per slot: positions written (mirrors `lengths` on the device)
-        self._graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self._graphs: dict[tuple[int, int, bool], tuple[Any, Any]] = {}
         self._pool: Any = None
         self.graph_error: str | None = None  # why graphs were given up, if they were
 
@@ -138,9 +143,30 @@ class SlotRunner(CausalLMRunner):
         self.inputs = torch.full((self.slots, 1), self.pad_id, dtype=torch.long, device=self.device)
         self.index = torch.arange(self.slots, device=self.device)
         self.positions_all = torch.arange(self.row_tokens, device=self.device)
+        self.temperature = torch.zeros(self.slots, dtype=torch.float32, device=self.device)
+        self.top_p = torch.ones(self.slots, dtype=torch.float32, device=self.device)
+        self.uniform = torch.zeros(self.slots, dtype=torch.float32, device=self.device)
         self.free = list(range(self.slots))
         self.length = [0] * self.slots
         self._mask_min = torch.finfo(self.model.dtype).min
+        if self.graphs:
+            self._warm()
+
+    def _warm(self) -> None:
+        """Capture the common decode shapes now, while no row waits on it (vLLM captures at start-up too)."""
+        import time
+
+        started = time.perf_counter()
+        rows = 1
+        while True:
+            width = MIN_WIDTH
+            while width <= min(WARM_WIDTH, self.row_tokens) and self.graphs:
+                self._graph(rows, width, self.fused)
+                width *= 2
+            if rows >= self.slots or not self.graphs:
+                break
+            rows = min(rows * 2, self.slots)
+        log.info("captured %d decode graphs in %.1f s", len(self._graphs), time.perf_counter() - started)
 
     # ---- one step --------------------------------------------------------------------------------------------
     def step(self, joining: Seq[Sequence], leaving: Seq[Sequence]) -> list[Any]:
@@ -153,57 +179,83 @@ class SlotRunner(CausalLMRunner):
     def _slots_of_rows(self) -> Any:
         return self.torch.tensor([self.slot_of[id(r)] for r in self.rows], dtype=self.torch.long, device=self.device)
 
+    def _decode_tokens(self) -> list[int]:
+        if not self.fused or any(row.constraint is not None for row in self.rows):
+            return super()._decode_tokens()  # logits out, grammar masks and sampling on the host side
+        index = self._slots_of_rows()
+        self.uniform[index] = self.torch.tensor(draws(self.rows), dtype=self.torch.float32, device=self.device)
+        tokens = self._step_slots(fused=True)
+        return tokens.index_select(0, index).tolist()  # the step's one device read
+
     def _decode(self) -> Any:
+        return self._step_slots(fused=False).index_select(0, self._slots_of_rows())
+
+    def _step_slots(self, fused: bool) -> Any:
+        """Run the decode step over the bucket that covers every running row; each row's length grows by one."""
         slots = [self.slot_of[id(r)] for r in self.rows]
         rows = _bucket(max(slots) + 1, self.slots)
         width = _bucket(max(self.length[s] for s in slots) + 1, self.row_tokens, MIN_WIDTH)
-        logits = self._run(rows, width)
+        out = self._run(rows, width, fused)
         index = self._slots_of_rows()
         self.lengths.index_add_(0, index, self.torch.ones_like(index))
         for s in slots:
             self.length[s] += 1
-        return logits.index_select(0, index)
+        return out
 
-    def _body(self, rows: int, width: int) -> Any:
+    def _body(self, rows: int, width: int, fused: bool) -> Any:
+        """The decode step of slots [0, rows) over positions [0, width): logits, or (fused) the sampled tokens,
+        which are also written where the next step reads its input."""
         torch = self.torch
         at = self.lengths[:rows]
         self.kv.view(rows, width, at, self.index[:rows])
         visible = self.positions_all[:width][None, :] <= at[:, None]
         mask = torch.where(visible, 0.0, self._mask_min).to(self.model.dtype)[:, None, None, :]
-        return self._forward(self.inputs[:rows], mask, at[:, None], self.kv)
+        logits = self._forward(self.inputs[:rows], mask, at[:, None], self.kv)
+        if not fused:
+            return logits
+        tokens = pick(logits.float(), self.temperature[:rows], self.top_p[:rows], self.uniform[:rows])
+        self.inputs[:rows, 0] = tokens
+        return tokens
 
-    def _run(self, rows: int, width: int) -> Any:
-        if not self.graphs:
-            return self._body(rows, width)
-        entry = self._graphs.get((rows, width))
+    def _run(self, rows: int, width: int, fused: bool) -> Any:
+        entry = self._graph(rows, width, fused) if self.graphs else None
+        if entry is None:
+            return self._body(rows, width, fused)
+        graph, out = entry
+        graph.replay()
+        return out
+
+    def _graph(self, rows: int, width: int, fused: bool) -> tuple[Any, Any] | None:
+        entry = self._graphs.get((rows, width, fused))
         if entry is None:
             try:
-                entry = self._capture(rows, width)
+                entry = self._capture(rows, width, fused)
             except Exception as exc:  # noqa: BLE001 - a model that cannot be captured still decodes, eagerly
                 log.warning("CUDA graph capture failed (%s: %s); decoding eagerly", type(exc).__name__, exc)
                 self.graph_error = f"{type(exc).__name__}: {exc}"
                 self.graphs = False
                 self._graphs.clear()
-                return self._body(rows, width)
-            self._graphs[(rows, width)] = entry
-        graph, logits = entry
-        graph.replay()
-        return logits
+                return None
+            self._graphs[(rows, width, fused)] = entry
+        return entry
 
-    def _capture(self, rows: int, width: int) -> tuple[Any, Any]:
-        """Warm the shapes up once on a side stream (writes land where this step writes anyway), then capture."""
+    def _capture(self, rows: int, width: int, fused: bool) -> tuple[Any, Any]:
+        """Run the shapes once on a side stream, then capture. The run writes keys and values where this step
+        writes anyway, and the inputs it overwrites (fused) are put back."""
         torch = self.torch
+        inputs = self.inputs.clone()
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            self._body(rows, width)
+            self._body(rows, width, fused)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits = self._body(rows, width)
-        return graph, logits
+            out = self._body(rows, width, fused)
+        self.inputs.copy_(inputs)
+        return graph, out
 
     def _prefill(self, joining: Seq[Sequence]) -> Any:
         torch = self.torch
@@ -236,6 +288,9 @@ class SlotRunner(CausalLMRunner):
             values[dst_slots, :, dst_cols] = source.values[src_rows, :, src_cols]
         index = torch.tensor(slots, dtype=torch.long, device=self.device)
         self.lengths[index] = torch.tensor(lengths, dtype=torch.long, device=self.device)
+        params = [s.params for s in joining]
+        self.temperature[index] = torch.tensor([float(p.temperature) for p in params], device=self.device)
+        self.top_p[index] = torch.tensor([float(p.top_p) for p in params], device=self.device)
         for seq, slot, n in zip(joining, slots, lengths, strict=True):
             row = self._new_row(seq)
             self.slot_of[id(row)] = slot

@@ -108,6 +108,10 @@ def test_a_worker_exports_job_outcomes_throughput_models_and_devices(ran, ops_wo
     assert value(samples, "aigc_engine_max_rows", generator="transformers-text", device=text_device) >= 1
     assert value(samples, "aigc_engine_items", generator="transformers-text") >= 1
     assert value(samples, "aigc_engine_tokens", generator="transformers-text") > 0  # sampled: may trail a step
+    steps = value(samples, "aigc_engine_steps", generator="transformers-text")
+    assert steps >= 1
+    assert 1 <= value(samples, "aigc_engine_rows_stepped", generator="transformers-text") / steps <= 64  # mean batch
+    assert value(samples, "aigc_engine_step_seconds", generator="transformers-text") > 0
     assert value(samples, "aigc_engine_running_rows", generator="transformers-text") == 0  # idle now
 
 
