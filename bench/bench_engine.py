@@ -254,6 +254,11 @@ def main() -> None:
                 figures[f"raw_batch32_{name}"] = raw_rate(other_generator, batch, repeats)
                 figures[f"raw_single_{name}"] = raw_rate(other_generator, batch[:1], repeats)
                 other_generator.teardown()
+            if generator._direct_runner is not None and getattr(generator._direct_runner, "look_ahead", False):
+                generator._direct_runner.look_ahead = False  # the same graphs, each step booked before the next
+                figures["raw_batch32_no_look_ahead"] = raw_rate(generator, batch, repeats)
+                figures["raw_single_no_look_ahead"] = raw_rate(generator, batch[:1], repeats)
+                generator._direct_runner.look_ahead = True
 
         # ---- A. through the stack ---------------------------------------------------------------------
         jobs = [text_params(p, n_new) for p in prompts(32)]
@@ -519,6 +524,7 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
     for key, label in (
         ("raw_batch32_frame", "... with the left-padded frame runner:"),
         ("raw_batch32_slots_eager", "... with slots, no CUDA graphs:      "),
+        ("raw_batch32_no_look_ahead", "... graphs, no look-ahead step:      "),
     ):
         if key in f:
             single = f[key.replace("batch32", "single")]

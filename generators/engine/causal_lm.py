@@ -135,6 +135,7 @@ class CausalLMRunner:
             return []
         outputs: list[Output] = []
         self._fed(torch.tensor(tokens, dtype=torch.long, device=self.device))
+        self._look_ahead()  # where the runner can, the next step runs on the device while this one is booked
         reasons = [self._take(row, token) for row, token in zip(self.rows, tokens, strict=True)]
         deltas = self._detokenize(
             [r is not None or len(row.tokens) >= row.max_new for row, r in zip(self.rows, reasons, strict=True)]
@@ -159,6 +160,9 @@ class CausalLMRunner:
                     if constraint is not None:
                         constraint.mask_logits(scores[index])
         return sample_rows(scores, rows)
+
+    def _look_ahead(self) -> None:
+        """Start the next decode step before this step's tokens are booked (a runner that can: SlotRunner)."""
 
     def _fed(self, tokens: Any) -> None:
         """The tokens just sampled (one per row, in row order): what each row feeds at the next step."""

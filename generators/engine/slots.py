@@ -91,6 +91,10 @@ class SlotRunner(CausalLMRunner):
         # Sampling inside the decode step (one graph from token in to token out), for steps whose rows have no
         # grammar; on by default with graphs, and testable eagerly on the CPU.
         self.fused = self.graphs
+        self.look_ahead = self.graphs  # start step n+1 before step n is booked (see `_look_ahead`)
+        self._ahead: tuple[Any, dict[int, int]] | None = None
+        self._index_key: tuple[int, ...] | None = None
+        self._index_tensor: Any = None
         self.slots = 0
         self.kv: Any = None
         self.free: list[int] = []
@@ -177,15 +181,42 @@ class SlotRunner(CausalLMRunner):
             return super().step(joining, leaving)
 
     def _slots_of_rows(self) -> Any:
-        return self.torch.tensor([self.slot_of[id(r)] for r in self.rows], dtype=self.torch.long, device=self.device)
+        """The slot of each running row, in row order, as a device tensor (kept while the rows stay the same)."""
+        slots = tuple(self.slot_of[id(r)] for r in self.rows)
+        if self._index_key != slots:
+            self._index_key = slots
+            self._index_tensor = self.torch.tensor(slots, dtype=self.torch.long, device=self.device)
+        return self._index_tensor
+
+    def _can_fuse(self) -> bool:
+        return self.fused and not any(row.constraint is not None for row in self.rows)
 
     def _decode_tokens(self) -> list[int]:
-        if not self.fused or any(row.constraint is not None for row in self.rows):
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            # Started at the end of the last step, for every row that ran then; the rows that left since took
+            # their slots' extra token with them, and rows join only after this.
+            tokens, slot_map = ahead
+            index = self.torch.tensor([slot_map[id(r)] for r in self.rows], dtype=self.torch.long, device=self.device)
+            return tokens.index_select(0, index).tolist()
+        if not self._can_fuse():
             return super()._decode_tokens()  # logits out, grammar masks and sampling on the host side
+        return self._fused_step().index_select(0, self._slots_of_rows()).tolist()  # the step's one device read
+
+    def _fused_step(self) -> Any:
         index = self._slots_of_rows()
         self.uniform[index] = self.torch.tensor(draws(self.rows), dtype=self.torch.float32, device=self.device)
-        tokens = self._step_slots(fused=True)
-        return tokens.index_select(0, index).tolist()  # the step's one device read
+        return self._step_slots(fused=True)
+
+    def _look_ahead(self) -> None:
+        """vLLM's asynchronous scheduling: the sampled tokens are already where the next step reads its input, so
+        the next step is launched now and the device decodes while the host books this step (detokenizes, checks
+        stops, emits). A row this step ends gets one extra token, dropped with its slot. Only for fused steps
+        (no grammar row, whose mask needs this step's tokens on the host); on by default with graphs."""
+        if not (self.look_ahead and self.rows and self._can_fuse()):
+            return
+        tokens = self._fused_step()
+        self._ahead = (tokens, {id(r): self.slot_of[id(r)] for r in self.rows})
 
     def _decode(self) -> Any:
         return self._step_slots(fused=False).index_select(0, self._slots_of_rows())
@@ -315,9 +346,12 @@ class SlotRunner(CausalLMRunner):
     def _drop(self, leaving: set[int]) -> None:
         gone = [r for r in self.rows if id(r.seq) in leaving]
         self.rows = [r for r in self.rows if id(r.seq) not in leaving]
+        if not self.rows:
+            self._ahead = None  # nobody is left to take the step that ran ahead
         self._release(gone)
 
     def reset(self) -> None:
+        self._ahead = None
         rows, self.rows = self.rows, []
         if self.kv is not None:
             with self.torch.inference_mode():
