@@ -114,8 +114,21 @@ class SlotRunner(CausalLMRunner):
         self.slots = max(1, min(int(max_rows), int(budget_tokens) // self.row_tokens))
         return self.slots * self.row_tokens
 
+    def _sized(self) -> None:
+        """Size the slots from the device's KV budget if no engine did (the plugin's direct passes)."""
+        if not self.slots:
+            from hardware.kv import kv_budget_tokens
+
+            self.reserve(kv_budget_tokens(str(self.device), self.kv_bytes_per_token()), 64)
+
+    def free_rows(self) -> int:
+        """How many more rows can join now (the direct pass admits its items as slots free up)."""
+        self._sized()
+        return len(self.free) if self.kv is not None else self.slots - len(self.rows)
+
     def prepare(self, seq: Sequence) -> None:
         super().prepare(seq)
+        self._sized()  # a job is checked against the slot it will get, not a default
         if seq.cost > self.row_tokens:
             raise GeneratorError(
                 f"the prompt and `max_new_tokens` need {seq.cost} KV-cache positions, over this engine's "
@@ -132,10 +145,7 @@ class SlotRunner(CausalLMRunner):
 
     def _allocate(self) -> None:
         torch = self.torch
-        if not self.slots:
-            from hardware.kv import kv_budget_tokens
-
-            self.reserve(kv_budget_tokens(str(self.device), self.kv_bytes_per_token()), 64)
+        self._sized()
         config = self.model.config
         config = getattr(config, "text_config", None) or config
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
