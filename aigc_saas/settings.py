@@ -107,6 +107,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    if env_str("DATABASE_CONN_MAX_AGE", "") == "":
+        # A thread keeps its SQLite connection: closing one after every job (Django's default, and what the
+        # worker's waiting threads do to give PostgreSQL connections back) cost 5 ms of a job's 22 ms of worker
+        # CPU, the close checkpointing the WAL. A file handle per thread is all it holds.
+        DATABASES["default"]["CONN_MAX_AGE"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
