@@ -17,12 +17,10 @@ def main() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from generators.base import BatchItem, LocalContext
     from generators.engine.sequence import Sequence
     from generators.engine.slots import SlotRunner
     from generators.testing.tiny_models import build_tiny_text_model
     from generators.text_transformers import TextParams
-    from hardware import DeviceChoice
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true")
