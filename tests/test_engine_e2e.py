@@ -176,3 +176,37 @@ def test_a_tenants_open_streams_are_capped_and_others_keep_being_served(
         mine.post(f"{job['url']}/cancel")
     finally:
         capped.stop()
+
+
+def test_the_slot_runner_serves_jobs_through_the_worker(web_api, tenant_key, worker) -> None:  # noqa: ANN001
+    """kv_layout="slots" (the CUDA default, eager here): the worker's engine sizes its slots from its KV budget,
+    a seeded job gives its lone text among others, a cancelled one stops, and the stream is the result."""
+    from aigc_saas.jobs.models import WorkerStatus
+    from aigc_saas.plugins.models import PluginRecord
+
+    assert PluginRecord.objects.filter(name="transformers-text").update(config={"kv_layout": "slots"}) == 1
+    try:
+        seeded = {"prompt": "A slogan for a tea shop", "max_new_tokens": 24, "seed": 5, "temperature": 0.9}
+        alone = web_api.get(f"{web_api.submit('transformers-text', seeded)['url']}?wait=60").json()
+        assert alone["state"] == "succeeded", alone["error"]
+        long = web_api.submit("transformers-text", {"prompt": "cancel me", "max_new_tokens": 2000})
+        crowd = [web_api.submit("transformers-text", {"prompt": f"noise {i}", "max_new_tokens": 30}) for i in range(5)]
+        batched = web_api.submit("transformers-text", seeded)
+        live = sse(f"{batched['url']}/events", tenant_key[1])
+        assert live[-1][0] == "end" and live[-1][1]["state"] == "succeeded"
+        assert text_of(live) == live[-1][1]["result"]["text"] == alone["result"]["text"]
+        assert web_api.post(f"{long['url']}/cancel").status_code == 200
+        assert web_api.get(f"{long['url']}?wait=60").json()["state"] == "cancelled"
+        assert all(web_api.get(f"{j['url']}?wait=60").json()["state"] == "succeeded" for j in crowd)
+        # The engine that ran them holds one slot per job: what the worker reports as one job's most.
+        deadline = time.monotonic() + 20
+        while True:
+            engines = [
+                e for s in WorkerStatus.objects.all() for e in s.engines if e.get("generator") == "transformers-text"
+            ]
+            if any(e.get("kv_row_tokens") == 2048 < e.get("kv_budget_tokens", 0) for e in engines):
+                break
+            assert time.monotonic() < deadline, engines
+            time.sleep(0.5)
+    finally:
+        PluginRecord.objects.filter(name="transformers-text").update(config={})
