@@ -114,10 +114,6 @@ class CausalLMRunner:
                 spans.append(row.max_new - len(row.tokens))
         return len(rows) * (width + max(spans))
 
-    @property
-    def width(self) -> int:
-        return int(self.mask.shape[1]) if self.mask is not None and self.rows else 0
-
     # ---- one step --------------------------------------------------------------------------------------------
     def step(self, joining: Seq[Sequence], leaving: Seq[Sequence]) -> list[Output]:
         torch = self.torch

@@ -139,10 +139,6 @@ class SlotRunner(CausalLMRunner):
     def footprint(self, rows: Seq[Sequence]) -> int:
         return len(rows) * self.row_tokens
 
-    @property
-    def width(self) -> int:
-        return max((self.length[self.slot_of[id(r)]] for r in self.rows), default=0)
-
     def _allocate(self) -> None:
         torch = self.torch
         self._sized()
