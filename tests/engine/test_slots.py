@@ -10,7 +10,6 @@ default), sampling inside the decode step, and that plus the look-ahead step (th
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,12 +21,13 @@ import pytest
 from generators.base import BatchItem, GenerationResult, LocalContext
 from generators.engine.causal_lm import CausalLMRunner
 from generators.engine.loop import StepEngine
-from generators.engine.sequence import Output, Sequence
+from generators.engine.sequence import Sequence
 from generators.engine.slots import SlotRunner
 from generators.errors import GeneratorError, JobCancelled
 from generators.testing.batch_checks import batch_cancellation_problems, batch_seed_problems, engine_problems
 from generators.text_transformers import TextGenerator
 from hardware import DeviceChoice
+from tests.engine.recording import Recorder
 
 CPU = DeviceChoice(device="cpu", dtype="float32")
 
@@ -82,27 +82,6 @@ def greedy(plugin: TextGenerator, prompt: str, max_new_tokens: int) -> Any:
 
 def alone(plugin: TextGenerator, params: Any) -> GenerationResult:
     return plugin.generate(params, LocalContext(CPU))
-
-
-class Recorder:
-    """Every output the engine emits, in emission order."""
-
-    def __init__(self) -> None:
-        self.outputs: list[Output] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, outputs: list[Output]) -> None:
-        with self.lock:
-            self.outputs.extend(outputs)
-
-    def tokens(self, seq: Sequence) -> list[tuple[int, str]]:
-        with self.lock:
-            return [o.token for o in self.outputs if o.seq is seq and o.token is not None]
-
-    def outcome_at(self, seq: Sequence) -> int:
-        """Where the job's outcome sits in the event order."""
-        with self.lock:
-            return next(i for i, o in enumerate(self.outputs) if o.seq is seq and o.outcome is not None)
 
 
 @contextmanager

@@ -10,10 +10,11 @@ import pytest
 
 from generators.base import BatchItem, LocalContext
 from generators.engine.loop import StepEngine
-from generators.engine.sequence import Output, Sequence
+from generators.engine.sequence import Sequence
 from generators.errors import GeneratorError, JobCancelled
 from generators.text_transformers import TextGenerator
 from hardware import DeviceChoice
+from tests.engine.recording import Recorder
 
 CPU = DeviceChoice(device="cpu", dtype="float32")  # these tests pin the CPU: they measure the runner's logic
 
@@ -23,19 +24,6 @@ def plugin(tiny_models: dict[str, Path]) -> TextGenerator:
     generator = TextGenerator(TextGenerator.Config(model_id=str(tiny_models["transformers-text"])))
     generator.setup(CPU)
     return generator
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.outputs: list[Output] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, outputs: list[Output]) -> None:
-        with self.lock:
-            self.outputs.extend(outputs)
-
-    def tokens(self, seq: Sequence) -> list[tuple[int, str]]:
-        return [o.token for o in self.outputs if o.seq is seq and o.token is not None]
 
 
 def engine(plugin: TextGenerator, recorder: Recorder, budget: int = 100_000, rows: int = 64) -> StepEngine:
