@@ -42,6 +42,7 @@ from engine_paths import (  # noqa: E402 - beside this script
     engine_counters,
     hf_generate_rate,
     median_of,
+    process_cpu_seconds,
     raw_rate,
 )
 
@@ -169,7 +170,11 @@ def main() -> None:
     )
     parser.add_argument("--sequential", type=int, default=32, help="jobs run one at a time through the stack")
     parser.add_argument("--json-out", type=Path, help="write the figures here as they are taken")
+    parser.add_argument(
+        "--parts", default="ABCDE", help="which comparisons to run (letters of the list above; A always runs)"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.upper()) | {"A"}
     repeats = 1 if args.quick else 3
     n_new = args.new_tokens
 
@@ -223,6 +228,12 @@ def main() -> None:
         stack.web_command(web_port),
     ):
         children.append(stack.spawn(command, env, cwd=ROOT, stdout=log, stderr=log))
+    roles = dict(zip(("redis", "control", "worker", "web"), (c.pid for c in children), strict=True))
+
+    def cpu_now() -> dict[str, float]:
+        client_times = os.times()
+        return {**process_cpu_seconds(roles), "client": client_times.user + client_times.system}
+
     base = f"http://127.0.0.1:{web_port}"
     figures: dict[str, float] = Figures(args.json_out)
     try:
@@ -273,10 +284,16 @@ def main() -> None:
         figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
         rates = []
         before = engine_counters(base)
+        cpu_before, walls = cpu_now(), 0.0
         for _ in range(repeats):
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
             rates.append(tokens(done) / wall)
+            walls += wall
+        cpu_after = cpu_now()
         figures["stack_32_concurrent"] = median_of(rates)
+        for role, seconds in cpu_after.items():  # where the machine's cores went: CPU ms per job, by process
+            figures[f"stack_32_cpu_ms_per_job_{role}"] = 1000 * (seconds - cpu_before[role]) / (32 * repeats)
+        figures["stack_32_cpu_ms_per_job_available"] = 1000 * walls * (os.cpu_count() or 1) / (32 * repeats)
         time.sleep(0.5)  # the worker samples its engines after each task
         after = engine_counters(base)
         steps = after["aigc_engine_steps"] - before["aigc_engine_steps"]
@@ -297,73 +314,79 @@ def main() -> None:
         figures["stack_32_concurrent_64_pollers"] = tokens(done) / wall
         figures["poll_requests_per_s"] = pollers.requests / wall
 
-        # ---- B. mixed lengths --------------------------------------------------------------------------
-        rng = random.Random(3)
-        lengths = [rng.randint(16, 256) for _ in range(64)]
-        mean = round(sum(lengths) / len(lengths))
-        texts = prompts(64, 5)
-        wall, done = concurrent(
-            [Client(base, key) for _ in range(64)], [text_params(p, n) for p, n in zip(texts, lengths, strict=True)]
-        )
-        figures["mixed_lengths_64"] = tokens(done) / wall
-        wall, done = concurrent([Client(base, key) for _ in range(64)], [text_params(p, mean) for p in texts])
-        figures["equal_lengths_64"] = tokens(done) / wall
+        if "B" in parts:
+            # ---- B. mixed lengths --------------------------------------------------------------------------
+            rng = random.Random(3)
+            lengths = [rng.randint(16, 256) for _ in range(64)]
+            mean = round(sum(lengths) / len(lengths))
+            texts = prompts(64, 5)
+            wall, done = concurrent(
+                [Client(base, key) for _ in range(64)], [text_params(p, n) for p, n in zip(texts, lengths, strict=True)]
+            )
+            figures["mixed_lengths_64"] = tokens(done) / wall
+            wall, done = concurrent([Client(base, key) for _ in range(64)], [text_params(p, mean) for p in texts])
+            figures["equal_lengths_64"] = tokens(done) / wall
 
-        # ---- C. a short job among long ones ------------------------------------------------------------
-        short = text_params("a short one", 16)
-        solo = []
-        for _ in range(repeats):
+        if "C" in parts:
+            # ---- C. a short job among long ones ------------------------------------------------------------
+            short = text_params("a short one", 16)
+            solo = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                client.run(short)
+                solo.append(time.perf_counter() - start)
+            longs = [client.submit(text_params(p, 512)) for p in prompts(16, 7)]
+            time.sleep(0.5)
             start = time.perf_counter()
             client.run(short)
-            solo.append(time.perf_counter() - start)
-        longs = [client.submit(text_params(p, 512)) for p in prompts(16, 7)]
-        time.sleep(0.5)
-        start = time.perf_counter()
-        client.run(short)
-        figures["short_among_long_s"] = time.perf_counter() - start
-        figures["short_solo_s"] = median_of(solo)
-        for job in longs:
-            client.wait(job)
+            figures["short_among_long_s"] = time.perf_counter() - start
+            figures["short_solo_s"] = median_of(solo)
+            for job in longs:
+                client.wait(job)
 
-        # ---- D. one ~1 s job ---------------------------------------------------------------------------
-        n = max(8, int(figures["raw_single"]))  # about one second of tokens alone
-        one = text_params("one second of text", n)
-        direct, direct_ttft = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            generator.generate(generator.validate_params(one), LocalContext(device))
-            direct.append(time.perf_counter() - start)
-            direct_ttft.append(engine_direct.run([one])[1][0])
-        through, ttft = [], []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            client.run(one)
-            through.append(time.perf_counter() - start)
-            ttft.append(first_token_seconds(client, one)[0])
-        figures["one_job_direct_s"] = median_of(direct)
-        figures["one_job_stack_s"] = median_of(through)
-        figures["ttft_direct_s"] = median_of(direct_ttft)
-        figures["ttft_sse_s"] = median_of(ttft)
-
-        # ---- E. 200 open streams -----------------------------------------------------------------------
-        def account_latency() -> float:
-            samples = []
-            for _ in range(20):
+        if "D" in parts:
+            # ---- D. one ~1 s job ---------------------------------------------------------------------------
+            n = max(8, int(figures["raw_single"]))  # about one second of tokens alone
+            one = text_params("one second of text", n)
+            direct, direct_ttft = [], []
+            for _ in range(repeats):
                 start = time.perf_counter()
-                other.session.get(f"{other.base}/account", timeout=30).raise_for_status()
-                samples.append(time.perf_counter() - start)
-            return median_of(samples)
+                generator.generate(generator.validate_params(one), LocalContext(device))
+                direct.append(time.perf_counter() - start)
+                direct_ttft.append(engine_direct.run([one])[1][0])
+            through, ttft = [], []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                client.run(one)
+                through.append(time.perf_counter() - start)
+                ttft.append(first_token_seconds(client, one)[0])
+            figures["one_job_direct_s"] = median_of(direct)
+            figures["one_job_stack_s"] = median_of(through)
+            figures["ttft_direct_s"] = median_of(direct_ttft)
+            figures["ttft_sse_s"] = median_of(ttft)
 
-        figures["other_tenant_latency_no_streams_s"] = account_latency()
-        held = client.submit(text_params("held open", 2048))
-        streams = [client.session.get(f"{held['url']}/events", stream=True, timeout=60) for _ in range(200)]
-        refused = [s for s in streams if s.status_code != 200]
-        if refused:
-            raise SystemExit(f"{len(refused)} of 200 streams refused: {refused[0].status_code} {refused[0].text[:300]}")
-        figures["other_tenant_latency_200_streams_s"] = account_latency()
-        client.session.post(f"{held['url']}/cancel")
-        for s in streams:
-            s.close()
+        if "E" in parts:
+            # ---- E. 200 open streams -----------------------------------------------------------------------
+            def account_latency() -> float:
+                samples = []
+                for _ in range(20):
+                    start = time.perf_counter()
+                    other.session.get(f"{other.base}/account", timeout=30).raise_for_status()
+                    samples.append(time.perf_counter() - start)
+                return median_of(samples)
+
+            figures["other_tenant_latency_no_streams_s"] = account_latency()
+            held = client.submit(text_params("held open", 2048))
+            streams = [client.session.get(f"{held['url']}/events", stream=True, timeout=60) for _ in range(200)]
+            refused = [s for s in streams if s.status_code != 200]
+            if refused:
+                raise SystemExit(
+                    f"{len(refused)} of 200 streams refused: {refused[0].status_code} {refused[0].text[:300]}"
+                )
+            figures["other_tenant_latency_200_streams_s"] = account_latency()
+            client.session.post(f"{held['url']}/cancel")
+            for s in streams:
+                s.close()
 
         # ---- the best raw configuration, last: transformers compiles its static-cache path on first use -----
         if args.hf_static:
@@ -411,37 +434,47 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
             f"   ... the worker's engine meanwhile: {f['stack_32_steps_per_run']:.0f} steps a run, "
             f"{f['stack_32_mean_rows_per_step']:.1f} rows and {f['stack_32_mean_step_ms']:.2f} ms a step"
         )
+    roles = [k.rsplit("_", 1)[1] for k in f if k.startswith("stack_32_cpu_ms_per_job_") and not k.endswith("able")]
+    if roles:
+        spent = ", ".join(f"{role} {f[f'stack_32_cpu_ms_per_job_{role}']:.1f}" for role in roles)
+        print(
+            f"   ... CPU ms a job by process: {spent} (of {f['stack_32_cpu_ms_per_job_available']:.1f} the cores had)"
+        )
     print(
         f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
         f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "
         f"{f['stack_32_concurrent_64_pollers'] / f['raw_batch32']:.2f}x raw batch "
         f"({f['poll_requests_per_s']:.0f} polls/s served)"
     )
-    print("B. 64 jobs, mixed max_new_tokens 16..256 vs all of their mean length (tokens/s)")
-    print(
-        f"   mixed {f['mixed_lengths_64']:.0f}, equal {f['equal_lengths_64']:.0f}: "
-        f"{f['mixed_lengths_64'] / f['equal_lengths_64']:.2f}x (target within 15 %)"
-    )
-    print("C. a 16-token job while 16 jobs of 512 tokens run")
-    print(
-        f"   alone {f['short_solo_s'] * 1000:.0f} ms, among them {f['short_among_long_s'] * 1000:.0f} ms: "
-        f"{f['short_among_long_s'] / f['short_solo_s']:.2f}x (target <= 3)"
-    )
-    print("D. one job of about 1 s")
-    print(
-        f"   direct {f['one_job_direct_s'] * 1000:.0f} ms, through the stack to a waiting client "
-        f"{f['one_job_stack_s'] * 1000:.0f} ms: {f['one_job_stack_s'] / f['one_job_direct_s']:.2f}x (target <= 1.10)"
-    )
-    print(
-        f"   first token: direct {f['ttft_direct_s'] * 1000:.0f} ms, over SSE from submission "
-        f"{f['ttft_sse_s'] * 1000:.0f} ms: +{(f['ttft_sse_s'] - f['ttft_direct_s']) * 1000:.0f} ms (target <= +50)"
-    )
-    print("E. another tenant's GET /account (median of 20)")
-    print(
-        f"   no streams {f['other_tenant_latency_no_streams_s'] * 1000:.1f} ms, 200 open streams "
-        f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
-        f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
-    )
+    if "mixed_lengths_64" in f:
+        print("B. 64 jobs, mixed max_new_tokens 16..256 vs all of their mean length (tokens/s)")
+        print(
+            f"   mixed {f['mixed_lengths_64']:.0f}, equal {f['equal_lengths_64']:.0f}: "
+            f"{f['mixed_lengths_64'] / f['equal_lengths_64']:.2f}x (target within 15 %)"
+        )
+    if "short_solo_s" in f:
+        print("C. a 16-token job while 16 jobs of 512 tokens run")
+        print(
+            f"   alone {f['short_solo_s'] * 1000:.0f} ms, among them {f['short_among_long_s'] * 1000:.0f} ms: "
+            f"{f['short_among_long_s'] / f['short_solo_s']:.2f}x (target <= 3)"
+        )
+    if "one_job_direct_s" in f:
+        print("D. one job of about 1 s")
+        print(
+            f"   direct {f['one_job_direct_s'] * 1000:.0f} ms, through the stack to a waiting client "
+            f"{f['one_job_stack_s'] * 1000:.0f} ms: {f['one_job_stack_s'] / f['one_job_direct_s']:.2f}x (target <= 1.10)"
+        )
+        print(
+            f"   first token: direct {f['ttft_direct_s'] * 1000:.0f} ms, over SSE from submission "
+            f"{f['ttft_sse_s'] * 1000:.0f} ms: +{(f['ttft_sse_s'] - f['ttft_direct_s']) * 1000:.0f} ms (target <= +50)"
+        )
+    if "other_tenant_latency_200_streams_s" in f:
+        print("E. another tenant's GET /account (median of 20)")
+        print(
+            f"   no streams {f['other_tenant_latency_no_streams_s'] * 1000:.1f} ms, 200 open streams "
+            f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
+            f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
+        )
     print(json.dumps({k: round(v, 4) for k, v in f.items()}))
 
 

@@ -4,6 +4,7 @@ transformers' `generate`; the random Llama-3.2-1B-shaped model of the GPU run; t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -166,3 +167,28 @@ def hf_generate_rate(
             generator.model.generate(input_ids, **kwargs)
             rates.append(len(ids) * n_new / (time.perf_counter() - start))
     return median_of(rates)
+
+
+def process_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each named process has used, its descendants included (gunicorn's workers,
+    redis); read from /proc, so on other systems the figure is simply absent ({})."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def tree(pid: int) -> float:
+        return used.get(pid, 0.0) + sum(tree(child) for child, up in parent.items() if up == pid)
+
+    return {name: tree(pid) for name, pid in roots.items()}
