@@ -1,6 +1,10 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aigc_saas.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from aigc_saas.asgi_handler import ASGIHandler  # noqa: E402 - Django is set up first
+
+application = ASGIHandler()

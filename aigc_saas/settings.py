@@ -63,9 +63,9 @@ MIDDLEWARE = [
     "aigc_saas.observability.middleware.ProbeMiddleware",
     "aigc_saas.observability.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "aigc_saas.middleware.StaticFiles",
     "aigc_saas.middleware.ApiBodySizeLimit",
-    "aigc_saas.validation.RefuseNulInRequest",
+    "aigc_saas.middleware.RefuseNulInRequest",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -253,6 +253,7 @@ AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine de
 AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant
 AIGC_STREAM_KEY_CHECK_SECONDS = env_int("AIGC_STREAM_KEY_CHECK_SECONDS", 5)  # an open stream re-checks its key
 AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`
+AIGC_WEB_THREADS = env_int("AIGC_WEB_THREADS", 16)  # threads per web process for sync views (aigc_saas/asgi_handler.py)
 # OpenAI-compatible /v1: how long a call waits for its job, and how long an image `url` answer stays valid.
 AIGC_OPENAI_WAIT_SECONDS = env_int("AIGC_OPENAI_WAIT_SECONDS", 600)
 AIGC_OPENAI_URL_SECONDS = env_int("AIGC_OPENAI_URL_SECONDS", 3600)

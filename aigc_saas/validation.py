@@ -6,11 +6,10 @@ Walks are iterative: a hostile body nested hundreds deep must give a 400, not a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest
 
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
 MAX_JSON_DEPTH = 64  # no API body needs more; the output_schema check allows 32 levels of schema
@@ -86,29 +85,13 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return deepest
 
 
-def _nul_in_request(request: HttpRequest) -> str | None:
+def nul_in_request(request: HttpRequest) -> str | None:
     if "\x00" in request.path:
         return "path"
     for key, values in request.GET.lists():
         if "\x00" in key or any("\x00" in value for value in values):
             return key.replace("\x00", "\\u0000")[:100]
     return None
-
-
-class RefuseNulInRequest:
-    """A NUL in the path or the query string is a 400 naming it, before any view puts it into a database query
-    (PostgreSQL refuses NUL in text parameters, which surfaced as a 500)."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/") and (field := _nul_in_request(request)):
-            message = f"`{field}`: {NUL_MESSAGE}"
-            body = {"error": {"code": "null_character", "message": message, "fields": []}}
-            body["error"]["fields"] = [{"field": field, "code": "null_character", "message": message}]
-            return JsonResponse(body, status=400)
-        return self.get_response(request)
 
 
 # ---- no server paths in API output ------------------------------------------------------------------------

@@ -11,13 +11,13 @@ import contextlib
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from redis import RedisError
 
 from aigc_saas.accounts.services import key_is_active
 from aigc_saas.errors import ServiceError
 from aigc_saas.jobs import events
+from aigc_saas.web_threads import in_thread
 
 SLOT_TTL_SECONDS = 3600  # a crashed web process cannot hold a tenant's slots for longer
 
@@ -72,4 +72,4 @@ class KeyWatch:
         if time.monotonic() - self.checked < settings.AIGC_STREAM_KEY_CHECK_SECONDS:
             return False
         self.checked = time.monotonic()
-        return not await sync_to_async(key_is_active)(self.key_id)
+        return not await in_thread(key_is_active)(self.key_id)

@@ -11,9 +11,8 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -22,7 +21,8 @@ from aigc_saas.api.errors import json_error
 from aigc_saas.api.serializers import JobSerializer
 from aigc_saas.errors import NotFound
 from aigc_saas.jobs import events, services
-from aigc_saas.jobs.models import Job
+from aigc_saas.jobs.models import TERMINAL_STATES, Job
+from aigc_saas.web_threads import in_thread
 
 HEARTBEAT_SECONDS = 15.0
 EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")  # a Redis stream id, as each event's `id:` carries it
@@ -51,10 +51,18 @@ def _serialized(job_id: Any, drf_request: Request) -> dict[str, Any]:
     return JobSerializer(job, context={"request": drf_request}).data
 
 
-def as_documented(view: Callable, documented: type[APIView]) -> Callable:
-    """Let drf-spectacular describe an async function view through the DRF view that documents the route."""
+def as_documented(
+    view: Callable, documented: type[APIView], *, waits: Callable[[QueryDict], bool] | None = None
+) -> Callable:
+    """Let drf-spectacular describe an async function view through the DRF view that documents the route.
+
+    `waits`: the async view is needed only when this says the request waits; otherwise the documenting DRF view
+    answers it on the sync path (aigc_saas/asgi_handler.py), one thread hop instead of an async round trip."""
     view.cls = documented  # type: ignore[attr-defined]
     view.initkwargs = {}  # type: ignore[attr-defined]
+    if waits is not None:
+        view.waits = waits  # type: ignore[attr-defined]
+        view.sync_view = documented.as_view()  # type: ignore[attr-defined]
     return view
 
 
@@ -64,7 +72,7 @@ async def job_detail(request: HttpRequest, job_id: Any) -> HttpResponse:
 
     raw = request.GET.get("wait")
     if raw is None:
-        return await sync_to_async(JobDetail.as_view())(request, job_id=job_id)
+        return await in_thread(JobDetail.as_view())(request, job_id=job_id)
     try:
         wait = float(raw)
     except ValueError:
@@ -75,28 +83,37 @@ async def job_detail(request: HttpRequest, job_id: Any) -> HttpResponse:
             "invalid_wait",
             f"`wait`: must be a number of seconds from 0 to {settings.AIGC_MAX_WAIT_SECONDS}, got {raw!r}",
         )
-    drf_request, error = await sync_to_async(_authorize)(request, JobDetail, {"job_id": job_id})
+    drf_request, answer, job = await in_thread(_job_for)(request, JobDetail, job_id, True)
+    if answer is not None:  # refused, or the job is already over: one thread hop in all
+        return answer
+    await events.wait_for_end(job.pk, wait)  # False on timeout or without Redis: the row says where it stands
+    return JsonResponse(await in_thread(_serialized)(job.pk, drf_request))
+
+
+def _job_for(
+    request: HttpRequest, view_cls: type[APIView], job_id: Any, answer_if_over: bool = False
+) -> tuple[Request | None, HttpResponse | None, Job | None]:
+    """Authorize the request and find the tenant's job in one trip to a thread: (request, None, job), or
+    (None, an error response, None). With `answer_if_over`, a terminal job comes back serialized as the answer."""
+    drf_request, error = _authorize(request, view_cls, {"job_id": job_id})
     if error is not None:
-        return error
+        return None, error, None
     try:
-        await sync_to_async(_job_or_404)(drf_request, job_id)
+        job = _job_or_404(drf_request, job_id)
     except NotFound as exc:
-        return json_error(404, exc.code, exc.message)
-    await events.wait_until_terminal(job_id, wait)
-    return JsonResponse(await sync_to_async(_serialized)(job_id, drf_request))
+        return None, json_error(404, exc.code, exc.message), None
+    if answer_if_over and job.state in TERMINAL_STATES:
+        return drf_request, JsonResponse(_serialized(job.pk, drf_request)), job
+    return drf_request, None, job
 
 
 async def job_events(request: HttpRequest, job_id: Any) -> HttpResponse:
     """Server-sent events of one job: replayed from its start (or `Last-Event-ID`), then live, then `end`."""
     from aigc_saas.api.views import JobEvents
 
-    drf_request, error = await sync_to_async(_authorize)(request, JobEvents, {"job_id": job_id})
+    drf_request, error, job = await in_thread(_job_for)(request, JobEvents, job_id)
     if error is not None:
         return error
-    try:
-        job = await sync_to_async(_job_or_404)(drf_request, job_id)
-    except NotFound as exc:
-        return json_error(404, exc.code, exc.message)
     after = request.headers.get("Last-Event-ID") or "0"
     if not EVENT_ID.fullmatch(after):
         return json_error(
@@ -130,14 +147,14 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
                 yield _frame("error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"})
                 return
             if event == "end":
-                yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request), event_id)
+                yield _frame("end", await in_thread(_serialized)(job_id, drf_request), event_id)
                 return
             if event == "heartbeat":
-                if await sync_to_async(events._is_terminal)(job_id):  # its `end` was lost while Redis was down
+                if await in_thread(events._is_terminal)(job_id):  # its `end` was lost while Redis was down
                     break
                 yield ": keep-alive\n\n"
                 continue
             yield _frame(event, data, event_id)
-        yield _frame("end", await sync_to_async(_serialized)(job_id, drf_request))
+        yield _frame("end", await in_thread(_serialized)(job_id, drf_request))
     finally:
         await close_stream(tenant_id)

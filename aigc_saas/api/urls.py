@@ -11,7 +11,11 @@ urlpatterns = [
     path("account", views.Account.as_view(), name="account"),
     path("jobs", views.JobListCreate.as_view(), name="job-list"),
     path("jobs/batch", batches.JobBatchCreate.as_view(), name="job-batch"),
-    path("jobs/<uuid:job_id>", streams.as_documented(streams.job_detail, views.JobDetail), name="job-detail"),
+    path(
+        "jobs/<uuid:job_id>",
+        streams.as_documented(streams.job_detail, views.JobDetail, waits=lambda query: "wait" in query),
+        name="job-detail",
+    ),
     path("jobs/<uuid:job_id>/cancel", views.JobCancel.as_view(), name="job-cancel"),
     path("jobs/<uuid:job_id>/events", streams.as_documented(streams.job_events, views.JobEvents), name="job-events"),
     path(

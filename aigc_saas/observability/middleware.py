@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from aigc_saas.middleware import HybridMiddleware
 from aigc_saas.observability import health
 from aigc_saas.observability.metrics import API_LATENCY, API_REQUESTS, metrics_view
 
@@ -24,20 +25,7 @@ PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
 }
 
 
-class _Hybrid:
-    """Sync under WSGI, async under ASGI, so async views (SSE) are never pushed into a thread by us."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[..., Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-
-class ProbeMiddleware(_Hybrid):
+class ProbeMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest) -> Any:
         probe = PROBES.get(request.path) if request.method in ("GET", "HEAD") else None
         if self.is_async:
@@ -45,7 +33,7 @@ class ProbeMiddleware(_Hybrid):
         return probe(request) if probe else self.get_response(request)
 
 
-class RequestMetricsMiddleware(_Hybrid):
+class RequestMetricsMiddleware(HybridMiddleware):
     """`aigc_api_requests_total` and `aigc_api_request_duration_seconds`, labelled by route pattern (bounded)."""
 
     def __call__(self, request: HttpRequest) -> Any:

@@ -15,7 +15,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from aigc_saas.accounts.streams import KeyWatch, close_stream, quiet_seconds
@@ -23,6 +22,7 @@ from aigc_saas.jobs import events
 from aigc_saas.jobs.models import Job
 from aigc_saas.openai_compat.errors import OpenAIError
 from aigc_saas.openai_compat.results import cancel, finish_reason, job_failure, usage
+from aigc_saas.web_threads import in_thread
 
 HEARTBEAT_SECONDS = 15.0
 
@@ -108,7 +108,7 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
                 yield chunk(choice(index, data["text"], None))
             elif event == "heartbeat":
                 yield ": keep-alive\n\n"  # also how a closed connection is noticed while the job is quiet
-        finished = await sync_to_async(_load)(job_ids)
+        finished = await in_thread(_load)(job_ids)
         if not all(job.is_terminal for job in finished):  # the wait ran out: as a non-streaming call, cancel
             wait = settings.AIGC_OPENAI_WAIT_SECONDS
             yield _error(OpenAIError(504, f"the job did not finish within {wait}s and was cancelled", code="timeout"))
@@ -125,5 +125,5 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
     finally:
         if not complete:
             with contextlib.suppress(Exception):  # best effort: the connection is already gone
-                await asyncio.shield(sync_to_async(cancel)(job_ids))
+                await asyncio.shield(in_thread(cancel)(job_ids))
         await close_stream(jobs[0].tenant_id)

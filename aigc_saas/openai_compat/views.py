@@ -12,7 +12,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
@@ -41,6 +40,7 @@ from aigc_saas.openai_compat.serializers import (
 )
 from aigc_saas.openai_compat.streaming import relay
 from aigc_saas.validation import MAX_JSON_DEPTH, json_depth
+from aigc_saas.web_threads import in_thread
 
 URL_SALT = "aigc_saas.openai_compat.artifact"
 
@@ -109,13 +109,13 @@ def _submit(
 async def _submit_for(caller: Any, stream: bool, *submit: Any) -> list:
     """`_submit`; a streaming call first takes one of its tenant's stream slots, which its relay gives back."""
     if not stream:
-        return await sync_to_async(_submit)(caller, *submit)
+        return await in_thread(_submit)(caller, *submit)
     try:
         await open_stream(caller.tenant.pk)
     except TooManyStreams as exc:
         raise from_service(exc) from None
     try:
-        return await sync_to_async(_submit)(caller, *submit)
+        return await in_thread(_submit)(caller, *submit)
     except BaseException:
         await close_stream(caller.tenant.pk)
         raise
@@ -135,16 +135,16 @@ async def _wait(job_ids: list[Any]) -> list[Job]:
             *(events.wait_until_terminal(job_id, settings.AIGC_OPENAI_WAIT_SECONDS) for job_id in job_ids)
         )
     except asyncio.CancelledError:
-        await sync_to_async(cancel)(job_ids)
+        await in_thread(cancel)(job_ids)
         raise
     if not all(done):
-        await sync_to_async(cancel)(job_ids)
+        await in_thread(cancel)(job_ids)
         raise OpenAIError(
             504,
             f"the job did not finish within {settings.AIGC_OPENAI_WAIT_SECONDS}s and was cancelled",
             code="timeout",
         )
-    return await sync_to_async(_load)(job_ids)
+    return await in_thread(_load)(job_ids)
 
 
 def _load(job_ids: list[Any]) -> list[Job]:
@@ -176,15 +176,15 @@ def _answer(view: Any) -> Any:
 @_answer
 async def models(request: HttpRequest) -> HttpResponse:
     """GET /v1/models: each enabled generator's models (and the generator's own name for its default)."""
-    await sync_to_async(_authorize)(request, schema.Models)
-    entries = await sync_to_async(catalog.available)()
+    await in_thread(_authorize)(request, schema.Models)
+    entries = await in_thread(catalog.available)()
     return JsonResponse({"object": "list", "data": [_model(e) for e in entries]})
 
 
 @_answer
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
-    await sync_to_async(_authorize)(request, schema.ModelDetail)
-    entries = await sync_to_async(catalog.available)()
+    await in_thread(_authorize)(request, schema.ModelDetail)
+    entries = await in_thread(catalog.available)()
     for entry in entries:
         if entry["id"] == model:
             return JsonResponse(_model(entry))
@@ -211,9 +211,9 @@ def _model(entry: dict[str, Any]) -> dict[str, Any]:
 @_answer
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     """POST /v1/chat/completions."""
-    caller = await sync_to_async(_authorize)(request, schema.ChatCompletions)
+    caller = await in_thread(_authorize)(request, schema.ChatCompletions)
     body: ChatCompletionRequest = parse(ChatCompletionRequest, _body(request))
-    target = await sync_to_async(catalog.resolve)(body.model, "chat")
+    target = await in_thread(catalog.resolve)(body.model, "chat")
     names = {
         **CHAT_PARAMS,
         "max_new_tokens": "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens",
@@ -259,9 +259,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 @_answer
 async def completions(request: HttpRequest) -> HttpResponse:
     """POST /v1/completions (the legacy text completion)."""
-    caller = await sync_to_async(_authorize)(request, schema.Completions)
+    caller = await in_thread(_authorize)(request, schema.Completions)
     body: CompletionRequest = parse(CompletionRequest, _body(request))
-    target = await sync_to_async(catalog.resolve)(body.model, "completion")
+    target = await in_thread(catalog.resolve)(body.model, "completion")
     jobs = await _submit_for(
         caller,
         body.stream,
@@ -316,11 +316,11 @@ def _first_image_model() -> str:
 @_answer
 async def images_generations(request: HttpRequest) -> HttpResponse:
     """POST /v1/images/generations: one job making `n` images; base64 or signed, expiring URLs."""
-    caller = await sync_to_async(_authorize)(request, schema.ImagesGenerations)
+    caller = await in_thread(_authorize)(request, schema.ImagesGenerations)
     body: ImageRequest = parse(ImageRequest, _body(request))
-    model = body.model or await sync_to_async(_first_image_model)()
-    target = await sync_to_async(catalog.resolve)(model, "image")
-    (job,) = await sync_to_async(_submit)(
+    model = body.model or await in_thread(_first_image_model)()
+    target = await in_thread(catalog.resolve)(model, "image")
+    (job,) = await in_thread(_submit)(
         caller,
         target,
         body.job_params(),
@@ -333,7 +333,7 @@ async def images_generations(request: HttpRequest) -> HttpResponse:
     if (failure := job_failure(finished)) is not None:
         raise failure
     images = [a for a in finished.artifacts.all() if a.content_type.startswith("image/")]
-    data = await sync_to_async(_image_data)(request, images, body.response_format)
+    data = await in_thread(_image_data)(request, images, body.response_format)
     return JsonResponse({"created": int(finished.created_at.timestamp()), "data": data})
 
 
@@ -373,14 +373,14 @@ def signed_artifact(request: HttpRequest, token: str) -> HttpResponse:
 @_answer
 async def audio_speech(request: HttpRequest) -> HttpResponse:
     """POST /v1/audio/speech: the audio bytes themselves (wav or flac)."""
-    caller = await sync_to_async(_authorize)(request, schema.AudioSpeech)
+    caller = await in_thread(_authorize)(request, schema.AudioSpeech)
     body: SpeechRequest = parse(SpeechRequest, _body(request))
-    target = await sync_to_async(catalog.resolve)(body.model, "speech")
-    speaker = await sync_to_async(catalog.speaker_for)(body.voice, target.model_id)
+    target = await in_thread(catalog.resolve)(body.model, "speech")
+    speaker = await in_thread(catalog.speaker_for)(body.voice, target.model_id)
     params: dict[str, Any] = {"text": body.input, "speaking_rate": body.speed, "format": body.response_format}
     if speaker is not None:
         params["speaker_id"] = speaker
-    (job,) = await sync_to_async(_submit)(
+    (job,) = await in_thread(_submit)(
         caller, target, params, 1, _origin("audio.speech", None), SPEECH_PARAMS, _idempotency_key(request)
     )
     (finished,) = await _wait([job.pk])
@@ -389,7 +389,7 @@ async def audio_speech(request: HttpRequest) -> HttpResponse:
     audio = next((a for a in finished.artifacts.all() if a.content_type.startswith("audio/")), None)
     if audio is None:
         raise OpenAIError(500, f"job {finished.pk} made no audio", code="no_output")
-    content = await sync_to_async(_read)(audio)
+    content = await in_thread(_read)(audio)
     response = HttpResponse(content, content_type=audio.content_type)
     response["Content-Disposition"] = f'inline; filename="{audio.filename}"'
     response["X-Job-Id"] = str(finished.pk)
