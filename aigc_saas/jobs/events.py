@@ -19,8 +19,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
+
+from aigc_saas.web_threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ _async_clients: dict[int, aioredis.Redis] = {}
 
 def stream_key(job_id: Any) -> str:
     return f"aigc:job:{job_id}:events"
+
+
+def end_key(job_id: Any) -> str:
+    """A second stream that gets only the job's `end`: what a long poll waits on, without reading every token."""
+    return f"aigc:job:{job_id}:end"
 
 
 def client() -> redis.Redis:
@@ -89,11 +95,16 @@ def publish_many(events: Iterable[tuple[Any, str, dict[str, Any]]]) -> list[str 
         return [None] * len(events)
     try:
         pipe = client().pipeline(transaction=False)
+        positions = []  # where each event's XADD reply is among the replies
         for job_id, event, data in events:
             key = stream_key(job_id)
+            positions.append(len(pipe))
             pipe.xadd(key, _fields(event, data), maxlen=MAX_EVENTS, approximate=True)
             if event in ("state", "end"):
                 pipe.expire(key, KEEP_SECONDS)
+            if event == "end":
+                pipe.xadd(end_key(job_id), _fields(event, data), maxlen=1)
+                pipe.expire(end_key(job_id), KEEP_SECONDS)
         replies = pipe.execute()
     except redis.RedisError as exc:
         _down_until = time.monotonic() + BREAKER_SECONDS
@@ -101,7 +112,7 @@ def publish_many(events: Iterable[tuple[Any, str, dict[str, Any]]]) -> list[str 
             "could not publish %d job events (%s); not trying again for %d s", len(events), exc, BREAKER_SECONDS
         )
         return [None] * len(events)
-    ids = [r for r in replies if not isinstance(r, bool | int)]
+    ids = [replies[i] for i in positions]
     return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
 
@@ -159,12 +170,29 @@ async def follow(
 
 async def wait_until_terminal(job_id: Any, timeout: float) -> bool:
     """True once the job is terminal: already in the database, or its `end` event arrives within `timeout`."""
-    if await sync_to_async(_is_terminal)(job_id):
+    if await in_thread(_is_terminal)(job_id):
         return True
-    async for _id, event, _data in follow(job_id, timeout=timeout):
-        if event == "end":
+    if await wait_for_end(job_id, timeout):
+        return True
+    return await in_thread(_is_terminal)(job_id)  # an `end` lost while Redis was down
+
+
+async def wait_for_end(job_id: Any, timeout: float) -> bool:
+    """True when the job's `end` event is published, or was before (its end stream replays); False after
+    `timeout` or while Redis is unreachable (the caller reads the database)."""
+    redis_client = _async_client()
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply = await redis_client.xread(
+                {end_key(job_id): "0"}, count=1, block=max(1, int(min(left, BLOCK_MS / 1000) * 1000))
+            )
+        except redis.RedisError as exc:
+            log.warning("waiting for the end of job %s failed (%s)", job_id, exc)
+            return False
+        if reply:
             return True
-    return await sync_to_async(_is_terminal)(job_id)  # an `end` lost while Redis was down
+    return False
 
 
 def _is_terminal(job_id: Any) -> bool:
