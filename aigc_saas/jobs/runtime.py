@@ -12,7 +12,7 @@ from typing import Any
 from aigc_saas.assets.inputs import attach_inputs
 from aigc_saas.jobs import engine_host, events, services
 from aigc_saas.jobs.engine_host import release_connection
-from aigc_saas.jobs.models import Job
+from aigc_saas.jobs.models import Job, JobState
 from aigc_saas.plugins.models import PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
 from generators.base import GenerationResult, GeneratorConfig
@@ -91,7 +91,8 @@ def execute_job(job_id: str, queue: str | None = None) -> str:
     release_connection()
     if outcome is not None:  # None: a newer attempt owns the job; this one writes nothing
         record_outcome(job, outcome)
-    job.refresh_from_db()
+    if job.state == JobState.RUNNING:  # a recorded outcome read the row back already
+        job.refresh_from_db()
     return job.state
 
 

@@ -245,11 +245,15 @@ def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = 
         )
         if not candidates:
             return None
-        running = dict(
-            Job.objects.filter(queue=queue, state=JobState.RUNNING, lease_expires_at__gte=now)
-            .values("tenant_id")
-            .annotate(n=Count("pk"))
-            .values_list("tenant_id", "n")
+        running = (
+            {}  # one tenant waiting: its oldest job (or the one rung for) is the fair pick, no count needed
+            if len({c[1] for c in candidates}) == 1
+            else dict(
+                Job.objects.filter(queue=queue, state=JobState.RUNNING, lease_expires_at__gte=now)
+                .values("tenant_id")
+                .annotate(n=Count("pk"))
+                .values_list("tenant_id", "n")
+            )
         )
         order = {c[0]: i for i, c in enumerate(candidates)}
         pick = min(candidates, key=lambda c: (running.get(c[1], 0), str(c[0]) != str(preferred), order[c[0]]))
@@ -287,7 +291,7 @@ def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
     )
     if updated:
         job.refresh_from_db()
-        transaction.on_commit(lambda: notify_finished(job.pk))
+        transaction.on_commit(lambda: notify_finished(job.pk, job))
     return bool(updated)
 
 
@@ -298,6 +302,16 @@ def _terminal_update(job: Job, **fields: Any) -> bool:
 
 def finish_job(job: Job, result: GenerationResult) -> Job:
     """Store the artifacts and the result together: either all of it lands or the job fails."""
+    payload = {
+        "text": storable(result.text),
+        "data": storable(result.data),
+        "metadata": storable(result.metadata),
+        "artifacts": [],
+    }
+    if not result.files:  # one fenced update is the whole write (most text jobs): no files to clean up
+        if not _succeed(job, result, payload):
+            raise Conflict(f"job {job.pk} is no longer running", code="job_not_running")
+        return job
     if not Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts).exists():
         # A stale attempt (its lease lapsed and another claimed the job): refuse before any file is written.
         raise Conflict(f"job {job.pk} is no longer running", code="job_not_running")
@@ -317,26 +331,25 @@ def finish_job(job: Job, result: GenerationResult) -> Job:
                 artifact.file.save(out.filename, ContentFile(out.data), save=False)
                 stored.append(artifact)
                 artifact.save()
-            payload = {
-                "text": storable(result.text),
-                "data": storable(result.data),
-                "metadata": storable(result.metadata),
-                "artifacts": [str(a.id) for a in stored],
-            }
-            if not _terminal_update(
-                job,
-                state=JobState.SUCCEEDED,
-                progress=1.0,
-                progress_message="done",
-                result=payload,
-                usage=_measure(job, result),
-            ):
+            payload["artifacts"] = [str(a.id) for a in stored]
+            if not _succeed(job, result, payload):
                 raise Conflict(f"job {job.pk} is no longer running", code="job_not_running")
     except Exception:
         for artifact in stored:
             artifact.file.storage.delete(artifact.file.name)
         raise
     return job
+
+
+def _succeed(job: Job, result: GenerationResult, payload: dict[str, Any]) -> bool:
+    return _terminal_update(
+        job,
+        state=JobState.SUCCEEDED,
+        progress=1.0,
+        progress_message="done",
+        result=payload,
+        usage=_measure(job, result),
+    )
 
 
 def _measure(job: Job, result: GenerationResult) -> dict[str, Any]:
@@ -442,10 +455,12 @@ def _after_commit_publish(job_id: Any, event: str, data: dict[str, Any]) -> None
     transaction.on_commit(lambda: events.publish(job_id, event, data))
 
 
-def notify_finished(job_id: Any) -> None:
+def notify_finished(job_id: Any, job: Job | None = None) -> None:
     """Tell listeners: the `end` event, then the `job_finished` signal (scenario runs, metrics, and the signed
-    webhook's outbox row, which webhooks.tasks writes; lost sends are re-sent by its sweep)."""
-    job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
+    webhook's outbox row, which webhooks.tasks writes; lost sends are re-sent by its sweep). `job`: the row as
+    the committed terminal update left it, when the caller has it (saves reading it again)."""
+    if job is None or job.state not in TERMINAL_STATES:
+        job = Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).first()
     if job is None:
         return
     events.publish(job_id, "end", {"state": job.state})
