@@ -258,6 +258,7 @@ AIGC_WEB_THREADS = env_int("AIGC_WEB_THREADS", 16)  # threads per web process fo
 AIGC_OPENAI_WAIT_SECONDS = env_int("AIGC_OPENAI_WAIT_SECONDS", 600)
 AIGC_OPENAI_URL_SECONDS = env_int("AIGC_OPENAI_URL_SECONDS", 3600)
 AIGC_WORKER_CONCURRENCY = env_int("AIGC_WORKER_CONCURRENCY", 32)  # jobs one generation worker process holds at once
+AIGC_CLAIM_BATCH = env_int("AIGC_CLAIM_BATCH", 32)  # most jobs one doorbell claims, when the engines have room
 AIGC_WORKER_STALE_SECONDS = env_int("AIGC_WORKER_STALE_SECONDS", 90)  # a worker silent this long counts as gone
 AIGC_NO_WORKER_FAIL_SECONDS = env_int("AIGC_NO_WORKER_FAIL_SECONDS", 900)  # queued with no live worker: fail
 AIGC_IDEMPOTENCY_HOURS = env_int("AIGC_IDEMPOTENCY_HOURS", 48)  # how long an Idempotency-Key is remembered

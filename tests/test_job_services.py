@@ -48,6 +48,24 @@ def test_a_claim_takes_the_fairest_job_of_the_queue_not_the_oldest(tenant, other
     assert services.claim_next("gpu", "w") is None
 
 
+def test_a_batch_claim_takes_jobs_in_fair_order_each_with_its_own_attempt(tenant, other_tenant) -> None:  # noqa: ANN001
+    busy = [services.submit_job(tenant, "transformers-text", {"prompt": f"a{i}"}) for i in range(5)]
+    idle = [services.submit_job(other_tenant, "transformers-text", {"prompt": f"b{i}"}) for i in range(2)]
+    services.claim_job(busy[4].pk, "elsewhere")  # the busy tenant runs one job already
+
+    taken = services.claim_batch("cpu", "w", preferred=busy[1].pk, limit=4)
+
+    # The tenants take turns, counting running and picked jobs: the idle tenant first, then the named job,
+    # then each tenant's oldest.
+    assert [j.pk for j in taken] == [idle[0].pk, busy[1].pk, idle[1].pk, busy[0].pk]
+    assert {(j.state, j.worker, j.attempts) for j in taken} == {("running", "w", 1)}
+    assert services.claim_batch("cpu", "w2", limit=10) == [
+        Job.objects.get(pk=busy[2].pk),
+        Job.objects.get(pk=busy[3].pk),
+    ]
+    assert services.claim_batch("cpu", "w3", limit=10) == []
+
+
 def test_progress_only_moves_forward_and_only_while_running(job) -> None:  # noqa: ANN001
     services.report_progress(job, 0.5, "half")
     job.refresh_from_db()
@@ -127,7 +145,7 @@ def test_cancelling_a_running_job_asks_the_worker_to_stop(job) -> None:  # noqa:
     services.cancel_job(job)
     job.refresh_from_db()
     assert job.state == "running" and job.cancel_requested
-    assert services.cancel_requested(job.pk)
+    assert services.cancel_requested_among([job.pk]) == [job.pk]
 
 
 def test_the_sweep_requeues_lapsed_leases_rerings_lost_doorbells_and_fails_orphans(tenant, settings) -> None:  # noqa: ANN001

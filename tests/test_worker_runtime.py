@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 from aigc_saas.jobs import engine_host, events, runtime, services
+from aigc_saas.jobs.models import Job
 from generators.base import GenerationResult, Generator, GeneratorConfig, Modality
 from generators.errors import ModelLoadFailed
 from hardware import DeviceChoice
@@ -102,3 +103,20 @@ def test_a_text_job_runs_on_the_engine_and_records_what_a_tenant_may_see(tenant,
     assert job.usage["run_seconds"] >= 0 and job.lease_expires_at is None
     tokens = [data["text"] for _, event, data in events.read(job.pk) if event == "token"]
     assert "".join(tokens) == job.result["text"]
+
+
+def test_one_doorbell_runs_every_queued_job_its_engine_has_room_for_together(tenant, tiny_models) -> None:  # noqa: ANN001
+    warm = services.submit_job(tenant, "transformers-text", {"prompt": "load", "max_new_tokens": 2})
+    assert runtime.execute_job(str(warm.pk)) == "succeeded"  # the engine is loaded: it reports free rows
+    queued = [
+        services.submit_job(tenant, "transformers-text", {"prompt": f"p{i}", "max_new_tokens": 4, "seed": i})
+        for i in range(6)
+    ]
+
+    assert runtime.execute_job(str(queued[2].pk)) == "succeeded"
+
+    rows = list(Job.objects.filter(pk__in=[j.pk for j in queued]))
+    assert {(r.state, r.attempts) for r in rows} == {("succeeded", 1)}
+    assert len({r.started_at for r in rows}) == 1  # one claim took them all
+    assert all(r.result["metadata"]["completion_tokens"] == 4 for r in rows)
+    assert [runtime.execute_job(str(j.pk)) for j in queued] == ["skipped"] * 6  # their own doorbells find none

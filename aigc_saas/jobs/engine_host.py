@@ -12,8 +12,9 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.db import connection
 from aigc_saas.jobs import events, services
 from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.services import config_fingerprint
-from generators.base import GenerationResult, Generator, GeneratorConfig
+from generators.base import Generator, GeneratorConfig
 from generators.engine.loop import PassEngine, StepEngine
 from generators.engine.sequence import Output, Sequence
 from generators.errors import GeneratorError
@@ -228,84 +229,163 @@ def cancel(job_id: str) -> bool:
 
 
 def run(job: Job, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, params: Any) -> Any:
-    """Run a claimed job on its engine; returns the outcome, or None when this attempt lost the job (fenced)."""
-    with renewing(job):
-        target = served(info, config, device)
-    outcome = _run_once(job, target, params)
-    if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not device.low_memory:
-        from dataclasses import replace
+    """Run one claimed job on its engine; returns the outcome, or None when this attempt lost the job (fenced)."""
+    for _, outcome in run_many([Claimed(job, info, config, device, params)]):
+        return outcome
+    return None
 
-        from aigc_saas.jobs.runtime import model_cache
 
-        log.warning("job %s ran out of memory on %s; retrying once in low-memory mode", job.pk, device.device)
-        outcome = target = None  # nothing of the failed attempt may stay referenced while the retry loads
-        free_device(device.device, model_cache())
-        with renewing(job):
-            target = served(info, config, replace(device, low_memory=True))
-        outcome = _run_once(job, target, params)
-    return outcome
+@dataclass
+class Claimed:
+    """A claimed job, resolved: what its engine needs to run it."""
+
+    job: Job
+    info: PluginInfo
+    config: GeneratorConfig
+    device: DeviceChoice
+    params: Any
+
+
+def run_many(claimed: list[Claimed]) -> Iterator[tuple[Job, Any]]:
+    """Run claimed jobs on their engines together; yields (job, outcome) as each ends, where the outcome is a
+    result, an error, or None when this attempt lost the job (its lease was taken over: it writes nothing).
+
+    The jobs join their engines at once (one batch, one prefill), and this thread keeps all their leases,
+    cancel checks and coarse progress. A job that ran out of device memory is retried once in low-memory mode
+    when the others are done, with the device freed first."""
+    loaded: list[tuple[Claimed, Served]] = []
+    with renewing([c.job for c in claimed]):
+        for item in claimed:
+            try:
+                loaded.append((item, served(item.info, item.config, item.device)))
+            except Exception as exc:  # noqa: BLE001 - this job fails; the others go on
+                yield item.job, exc
+    out_of_memory: list[Claimed] = []
+    for item, outcome in _serve(loaded):
+        if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not item.device.low_memory:
+            out_of_memory.append(item)  # retried below, its lease kept meanwhile (`_serve` renews it)
+        else:
+            yield item.job, outcome
+    if out_of_memory:
+        # Nothing of the failed attempt may stay referenced while the retry loads: the engines and plugins too.
+        del loaded, item, outcome
+        yield from _retry_in_low_memory(out_of_memory)
+
+
+def _retry_in_low_memory(items: list[Claimed]) -> Iterator[tuple[Job, Any]]:
+    from aigc_saas.jobs.runtime import model_cache
+
+    devices = {item.device.device for item in items}
+    log.warning("%d jobs ran out of memory on %s; retrying once in low-memory mode", len(items), sorted(devices))
+    for device in devices:
+        free_device(device, model_cache())
+    loaded = []
+    with renewing([item.job for item in items]):
+        for item in items:
+            low = Claimed(item.job, item.info, item.config, replace(item.device, low_memory=True), item.params)
+            try:
+                loaded.append((low, served(low.info, low.config, low.device)))
+            except Exception as exc:  # noqa: BLE001 - the retry's load failed: that is the job's outcome
+                yield item.job, exc
+    for item, outcome in _serve(loaded):
+        yield item.job, outcome
+
+
+def _serve(loaded: list[tuple[Claimed, Served]]) -> Iterator[tuple[Claimed, Any]]:
+    """Submit the jobs to their engines and wait for them, keeping their leases; yields (item, outcome)."""
+    running: dict[str, tuple[Claimed, Served, Sequence]] = {}
+    for item, target in loaded:
+        seq = Sequence(
+            id=str(item.job.pk),
+            params=item.params,
+            tenant=str(item.job.tenant_id),
+            deadline=time.monotonic() + settings.AIGC_JOB_TIME_LIMIT,
+        )
+        running[seq.id] = (item, target, seq)
+        _live[seq.id] = seq
+    try:
+        for job_id in services.cancel_requested_among(list(running)):
+            running[str(job_id)][2].cancel()
+        for job_id, (item, target, seq) in list(running.items()):
+            try:
+                target.engine.submit(seq)
+            except Exception as exc:  # noqa: BLE001 - an engine that stopped meanwhile fails its job alone
+                del running[job_id]
+                _forget(job_id)
+                yield item, exc
+        release_connection()  # do not sit on a database connection while the engines work
+        yield from _await(running)
+    finally:
+        for job_id in list(running):
+            _forget(job_id)
+
+
+def _await(running: dict[str, tuple[Claimed, Served, Sequence]]) -> Iterator[tuple[Claimed, Any]]:
+    written: dict[str, tuple[float, str]] = {}
+    last_renewal = time.monotonic()
+    while running:
+        futures = {seq.future: job_id for job_id, (_, _, seq) in running.items()}
+        timeout = min(TICK_SECONDS, settings.AIGC_LEASE_SECONDS / 3)
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        if done:
+            publisher.flush()  # their last tokens are out before their outcomes are recorded
+        for future in done:
+            item, _, seq = running.pop(futures[future])
+            _forget(seq.id)
+            yield item, future.result()
+        now = time.monotonic()
+        for job_id, (item, _, seq) in list(running.items()):
+            if seq.deadline is not None and now > seq.deadline + 60:  # the engine itself is stuck
+                seq.cancel()
+                del running[job_id]
+                _forget(job_id)
+                yield (
+                    item,
+                    GeneratorError("the job ran past its time limit and its engine did not stop it", code="timeout"),
+                )
+        if running and now - last_renewal >= settings.AIGC_LEASE_SECONDS / 3:
+            last_renewal = now
+            for job_id, (item, _, seq) in list(running.items()):
+                if not services.renew_lease(item.job):
+                    log.warning("job %s was taken over by another attempt; this one stops", job_id)
+                    seq.cancel()
+                    del running[job_id]
+                    _forget(job_id)
+                    yield item, None
+            for job_id in services.cancel_requested_among(list(running)):  # a broadcast may have been missed
+                _, target, seq = running[str(job_id)]
+                seq.cancel()
+                target.engine.wake()
+        for job_id, (item, _, _) in running.items():
+            current = _progress.get(job_id)
+            if current is not None and current != written.get(job_id):
+                written[job_id] = current
+                services.report_progress(item.job, *current)
+
+
+def _forget(job_id: str) -> None:
+    _live.pop(job_id, None)
+    _progress.pop(job_id, None)
+    publisher.forget(job_id)
 
 
 @contextmanager
-def renewing(job: Job) -> Iterator[None]:
-    """Keep the job's lease while the block runs (a model load can take longer than a lease)."""
+def renewing(jobs: list[Job]) -> Iterator[None]:
+    """Keep the jobs' leases while the block runs (a model load can take longer than a lease)."""
     done = threading.Event()
 
     def renew() -> None:
         try:
             while not done.wait(settings.AIGC_LEASE_SECONDS / 3):
-                services.renew_lease(job)
+                for job in jobs:
+                    services.renew_lease(job)
         finally:
             connection.close()  # this thread's own connection
 
-    thread = threading.Thread(target=renew, name=f"lease:{job.pk}", daemon=True)
+    thread = threading.Thread(target=renew, name=f"lease:{jobs[0].pk if jobs else '-'}", daemon=True)
     thread.start()
     try:
         yield
     finally:
         done.set()
         thread.join()
-
-
-def _run_once(job: Job, target: Served, params: Any) -> GenerationResult | GeneratorError | None:
-    seq = Sequence(
-        id=str(job.pk),
-        params=params,
-        tenant=str(job.tenant_id),
-        deadline=time.monotonic() + settings.AIGC_JOB_TIME_LIMIT,
-    )
-    _live[seq.id] = seq
-    try:
-        if services.cancel_requested(job.pk):
-            seq.cancel()
-        target.engine.submit(seq)
-        release_connection()  # do not sit on a database connection while the engine works
-        written = (0.0, "")
-        last_renewal = time.monotonic()
-        while True:
-            try:
-                outcome = seq.future.result(timeout=min(TICK_SECONDS, settings.AIGC_LEASE_SECONDS / 3))
-                publisher.flush()  # the job's last tokens are out before its outcome is recorded
-                return outcome
-            except FutureTimeout:
-                pass
-            if seq.deadline is not None and time.monotonic() > seq.deadline + 60:  # the engine itself is stuck
-                seq.cancel()
-                return GeneratorError("the job ran past its time limit and its engine did not stop it", code="timeout")
-            if time.monotonic() - last_renewal >= settings.AIGC_LEASE_SECONDS / 3:
-                last_renewal = time.monotonic()
-                if not services.renew_lease(job):
-                    log.warning("job %s was taken over by another attempt; this one stops", job.pk)
-                    seq.cancel()
-                    return None
-                if services.cancel_requested(job.pk):  # the broadcast may have been missed
-                    seq.cancel()
-                    target.engine.wake()
-            current = _progress.get(seq.id)
-            if current is not None and current != written:
-                written = current
-                services.report_progress(job, *current)
-    finally:
-        _live.pop(seq.id, None)
-        _progress.pop(seq.id, None)
-        publisher.forget(seq.id)

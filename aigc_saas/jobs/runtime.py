@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
 import threading
 from dataclasses import asdict
 from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
 
 from aigc_saas.assets.inputs import attach_inputs
 from aigc_saas.jobs import engine_host, events, services
@@ -71,29 +75,73 @@ def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
             record_outcome(job, exc)
 
 
+# claim_batch reads its rows back by worker name and start time: one claim at a time in a process.
+_claiming = threading.Lock()
+
+
 def execute_job(job_id: str, queue: str | None = None) -> str:
-    """Answer one doorbell of `queue`: claim the fairest job there (this one when its tenant's turn allows), run
-    it on its engine and record the outcome. Returns the claimed job's final state, or "skipped"."""
+    """Answer one doorbell of `queue`: claim the fairest jobs there (this one first when its tenant's turn
+    allows), as many as this process's engines can start now, run them together and record each outcome as it
+    comes. Returns the first claimed job's final state, or "skipped" (a doorbell whose job was claimed already
+    by an earlier batch finds nothing, or the next job)."""
     if queue is None:
         queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first()
         if queue is None:
             return "skipped"
-    job = services.claim_next(queue, worker_name(), preferred=job_id)
-    if job is None:
+    with _claiming:
+        jobs = services.claim_batch(queue, worker_name(), preferred=job_id, limit=claim_limit())
+    if not jobs:
         return "skipped"
+    ready, failed = _prepare(jobs)
     try:
-        info, config, device = resolve(job)
-        Job.objects.filter(pk=job.pk, attempts=job.attempts).update(device=device.device, plugin_version=info.version)
-        params = attach_inputs(job, info.cls.validate_params(job.params))
-        outcome: Any = engine_host.run(job, info, config, device, params)
-    except Exception as exc:  # noqa: BLE001 - the job records the failure; the worker keeps serving
-        outcome = exc
-    release_connection()
-    if outcome is not None:  # None: a newer attempt owns the job; this one writes nothing
-        record_outcome(job, outcome)
-    if job.state == JobState.RUNNING:  # a recorded outcome read the row back already
-        job.refresh_from_db()
-    return job.state
+        for job, outcome in itertools.chain(failed, engine_host.run_many(ready)):  # each as it ends
+            release_connection()
+            if outcome is not None:  # None: a newer attempt owns the job; this one writes nothing
+                record_outcome(job, outcome)
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure fails the jobs still running
+        for item in ready:
+            if item.job.state == JobState.RUNNING:
+                record_outcome(item.job, exc)
+    first = jobs[0]
+    if first.state == JobState.RUNNING:  # a recorded outcome read the row back already
+        first.refresh_from_db()
+    return first.state
+
+
+def claim_limit() -> int:
+    """How many jobs a doorbell claims: what this process's engines can start now, at most AIGC_CLAIM_BATCH,
+    and one while no engine is loaded (the first job loads it; the rest wait in the queue, not in this worker)."""
+    free = sum(max(0, e["max_rows"] - e["running"] - e["waiting"]) for e in engine_host.snapshot())
+    return max(1, min(settings.AIGC_CLAIM_BATCH, free))
+
+
+def _prepare(jobs: list[Job]) -> tuple[list[engine_host.Claimed], list[tuple[Job, Any]]]:
+    """Resolve each claimed job (once per generator and model) and record its device: (ready, failed)."""
+    resolved: dict[tuple[str, str], Any] = {}
+    ready: list[engine_host.Claimed] = []
+    failed: list[tuple[Job, Any]] = []
+    for job in jobs:
+        key = (job.generator, job.model_id)
+        try:
+            if key not in resolved:
+                try:
+                    resolved[key] = resolve(job)
+                except Exception as exc:  # noqa: BLE001 - every job of this generator and model fails alike
+                    resolved[key] = exc
+            if isinstance(resolved[key], Exception):
+                raise resolved[key]
+            info, config, device = resolved[key]
+            params = attach_inputs(job, info.cls.validate_params(job.params))
+            ready.append(engine_host.Claimed(job, info, config, device, params))
+        except Exception as exc:  # noqa: BLE001 - the job records the failure; the others go on
+            failed.append((job, exc))
+    groups: dict[tuple[str, str], Q] = {}
+    for item in ready:  # fenced by attempt, like every write of a claimed job
+        which = (item.device.device, item.info.version)
+        groups[which] = groups.get(which, Q()) | Q(pk=item.job.pk, attempts=item.job.attempts)
+    for (device, version), jobs_of in groups.items():
+        Job.objects.filter(jobs_of).update(device=device, plugin_version=version)
+    return ready, failed
 
 
 def heartbeat(queue: str | None = None) -> None:

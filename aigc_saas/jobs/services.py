@@ -230,13 +230,25 @@ def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
 
 
 def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = "") -> Job | None:
-    """Claim the fairest job of `queue`: the oldest of the tenant with the fewest running jobs there.
+    """Claim the fairest job of `queue` (see `claim_batch`), or None when none is claimable."""
+    taken = claim_batch(queue, worker, preferred=preferred, limit=1, device=device)
+    return taken[0] if taken else None
 
-    A broker message is a doorbell for its queue: the job it names is taken when its tenant's turn allows,
-    otherwise another tenant's job is, so one tenant's backlog cannot starve another's job. Each message claims
-    at most one job, so a job whose own message comes later finds it claimed and that message claims the next.
+
+def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 1, device: str = "") -> list[Job]:
+    """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement.
+
+    Fair order: the oldest job of the tenant with the fewest running jobs there, again and again, counting the
+    jobs already picked. A broker message is a doorbell for its queue: the job it names is taken when its
+    tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog cannot starve another's.
+    A job whose own message comes later finds it claimed, and that message claims the next.
+
+    Each job is claimed as `claim_job` claims one (its attempt number rises, which fences every later write of
+    an older attempt); taking several at once lets a worker's engine start them together, one prefill and one
+    batch, instead of one claim, one prefill and one extra partial step per arrival. Callers in one process
+    must not claim concurrently (the worker holds `claiming`): the rows are read back by worker and start time.
     """
-    for _ in range(5):  # another worker may win a candidate: pick again
+    for _ in range(5):  # another worker may win every candidate: pick again
         now = timezone.now()
         candidates = list(
             Job.objects.filter(_claimable(now), queue=queue)
@@ -244,9 +256,9 @@ def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = 
             .values_list("pk", "tenant_id", "state", "attempts")[:200]
         )
         if not candidates:
-            return None
+            return []
         running = (
-            {}  # one tenant waiting: its oldest job (or the one rung for) is the fair pick, no count needed
+            {}  # one tenant waiting: its oldest jobs (the one rung for first) are the fair pick, no count needed
             if len({c[1] for c in candidates}) == 1
             else dict(
                 Job.objects.filter(queue=queue, state=JobState.RUNNING, lease_expires_at__gte=now)
@@ -255,12 +267,48 @@ def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = 
                 .values_list("tenant_id", "n")
             )
         )
-        order = {c[0]: i for i, c in enumerate(candidates)}
-        pick = min(candidates, key=lambda c: (running.get(c[1], 0), str(c[0]) != str(preferred), order[c[0]]))
-        job = _take(pick[0], pick[2], pick[3], worker, device)
-        if job is not None:
-            return job
-    return None
+        picked = _fair_pick(candidates, running, preferred, limit)
+        expected = {pk: attempts + 1 for pk, _, _, attempts in picked}
+        each = Q()
+        for pk, _, state, attempts in picked:
+            each |= Q(pk=pk, state=state, attempts=attempts)
+        taken = (
+            Job.objects.filter(each)
+            .filter(_claimable(now))
+            .update(
+                state=JobState.RUNNING,
+                started_at=now,
+                attempts=F("attempts") + 1,
+                worker=worker,
+                device=device,
+                lease_expires_at=now + timedelta(seconds=settings.AIGC_LEASE_SECONDS),
+                progress=0.0,
+                progress_message="started",
+            )
+        )
+        if not taken:
+            continue
+        rows = {
+            str(job.pk): job
+            for job in Job.objects.filter(pk__in=list(expected), state=JobState.RUNNING, worker=worker, started_at=now)
+            if job.attempts == expected[job.pk]
+        }
+        jobs = [rows[str(pk)] for pk, *_ in picked if str(pk) in rows]  # in the fair order
+        events.publish_many((job.pk, "state", {"state": JobState.RUNNING}) for job in jobs)
+        return jobs
+    return []
+
+
+def _fair_pick(candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int) -> list[tuple]:
+    order = {c[0]: i for i, c in enumerate(candidates)}
+    counts = dict(running)
+    left, picked = list(candidates), []
+    while left and len(picked) < limit:
+        best = min(left, key=lambda c: (counts.get(c[1], 0), str(c[0]) != str(preferred), order[c[0]]))
+        picked.append(best)
+        left.remove(best)
+        counts[best[1]] = counts.get(best[1], 0) + 1
+    return picked
 
 
 def renew_lease(job: Job) -> bool:
@@ -280,8 +328,11 @@ def report_progress(job: Job, fraction: float, message: str = "") -> None:
     )
 
 
-def cancel_requested(job_id: Any) -> bool:
-    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+def cancel_requested_among(job_ids: list[Any]) -> list[Any]:
+    """Which of these jobs a user asked to cancel (one query for a worker's whole batch)."""
+    if not job_ids:
+        return []
+    return list(Job.objects.filter(pk__in=job_ids, cancel_requested=True).values_list("pk", flat=True))
 
 
 def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
