@@ -148,7 +148,12 @@ class JobSerializer(serializers.ModelSerializer):
             "error": self.get_error(instance),
             "attempts": instance.attempts,
             "origin": instance.origin,
-            "artifacts": ArtifactSerializer(instance.artifacts.all(), many=True, context=self.context).data,
+            # Artifacts are written only with a job's success (services.finish_job): no query for any other state.
+            "artifacts": (
+                ArtifactSerializer(instance.artifacts.all(), many=True, context=self.context).data
+                if instance.state == JobState.SUCCEEDED
+                else []
+            ),
             "created_at": _TIME.to_representation(instance.created_at),
             "started_at": _TIME.to_representation(instance.started_at),
             "finished_at": _TIME.to_representation(instance.finished_at),
