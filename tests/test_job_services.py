@@ -66,6 +66,17 @@ def test_a_batch_claim_takes_jobs_in_fair_order_each_with_its_own_attempt(tenant
     assert services.claim_batch("cpu", "w3", limit=10) == []
 
 
+def test_each_claim_announces_its_attempt_so_a_stream_knows_a_restart(job) -> None:  # noqa: ANN001
+    from aigc_saas.jobs import events
+
+    services.claim_job(job.pk, "lost-worker")
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    services.claim_job(job.pk, "next-worker")
+
+    running = [data for _, event, data in events.read(job.pk) if event == "state" and data["state"] == "running"]
+    assert running == [{"state": "running", "attempt": 1}, {"state": "running", "attempt": 2}]
+
+
 def test_progress_only_moves_forward_and_only_while_running(job) -> None:  # noqa: ANN001
     services.report_progress(job, 0.5, "half")
     job.refresh_from_db()

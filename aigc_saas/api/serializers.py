@@ -59,7 +59,7 @@ class JobStreamEventSerializer(serializers.Serializer):
 
     event = serializers.ChoiceField(
         choices=["state", "progress", "token", "end", "error"],
-        help_text="`state` {state}, `progress` {fraction, message}, `token` {index, text}, `end` (the job, as "
+        help_text="`state` {state; `running` also has `attempt`: above 1, the job started over and the text so far is void}, `progress` {fraction, message}, `token` {index, text}, `end` (the job, as "
         "`GET /jobs/{id}` answers it) or `error` {code, message} (the key was revoked; nothing follows).",
     )
     data = serializers.CharField(help_text="The event's object as JSON.")

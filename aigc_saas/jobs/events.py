@@ -3,8 +3,10 @@
 Events flow one way (engine → stream → clients) and a stream is replayable from its start, so a client that
 connects late first gets what it missed. The database records state changes only; nothing here polls it.
 
-Events: `state` {"state"}, `progress` {"fraction", "message"}, `token` {"index", "text"} (the concatenation of a
-job's token texts is its final `result.text`), `end` {"state"} (published after the terminal state committed).
+Events: `state` {"state"} (`running` adds "attempt": above 1, the job started over after its worker was lost
+and the text so far is void), `progress` {"fraction", "message"}, `token` {"index", "text"} (the concatenation
+of an attempt's token texts is the final `result.text`), `end` {"state"} (published after the terminal state
+committed).
 """
 
 from __future__ import annotations

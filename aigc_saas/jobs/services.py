@@ -219,7 +219,7 @@ def _take(pk: Any, state: str, attempts: int, worker: str, device: str) -> Job |
     )
     if not taken:
         return None
-    events.publish(pk, "state", {"state": JobState.RUNNING})
+    events.publish(pk, "state", {"state": JobState.RUNNING, "attempt": attempts + 1})
     return Job.objects.get(pk=pk)
 
 
@@ -294,7 +294,8 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
             if job.attempts == expected[job.pk]
         }
         jobs = [rows[str(pk)] for pk, *_ in picked if str(pk) in rows]  # in the fair order
-        events.publish_many((job.pk, "state", {"state": JobState.RUNNING}) for job in jobs)
+        # `attempt` > 1: the job starts over (its worker was lost); a stream's text so far is void.
+        events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return jobs
     return []
 

@@ -100,12 +100,23 @@ async def relay(kind: str, jobs: list[Job], model: str, include_usage: bool) -> 
         if kind == "chat":
             yield chunk(*(choice(i, "", None, role=True) for i in range(len(jobs))))
         key = KeyWatch(jobs[0].api_key_id)
+        streamed: set[int] = set()  # choices that sent text
         async for index, event, data in _merged(job_ids):
             if await key.revoked():
                 yield _error(OpenAIError(400, "The API key of this stream was revoked.", code="api_key_revoked"))
                 return  # its jobs are cancelled below, as when a client hangs up
             if event == "token" and data.get("text"):
+                streamed.add(index)
                 yield chunk(choice(index, data["text"], None))
+            elif event == "state" and data.get("attempt", 1) > 1 and index in streamed:
+                # Its worker was lost and the job starts over: chunks cannot be taken back, so the stream
+                # ends here (the job goes on; `GET /api/v1/jobs/{id}` has its result).
+                restarted = OpenAIError(
+                    503, "the job restarted after its worker was lost; the streamed text is void", code="job_restarted"
+                )
+                yield _error(restarted)
+                complete = True  # not a hang-up: the job is not cancelled
+                return
             elif event == "heartbeat":
                 yield ": keep-alive\n\n"  # also how a closed connection is noticed while the job is quiet
         finished = await in_thread(_load)(job_ids)

@@ -181,3 +181,30 @@ def test_a_stream_whose_job_outlasts_the_wait_ends_with_a_timeout_error_and_canc
     assert "[DONE]" not in lines
     job_id = uuid.UUID(json.loads(lines[0])["id"].split("-", 1)[1])
     assert wait_for_state(job_id, "cancelled").state == "cancelled"  # as a non-streaming call's job would be
+
+
+def test_a_v1_stream_whose_job_restarts_ends_with_an_error_and_the_job_goes_on(capped, unserved, tenant_key) -> None:  # noqa: ANN001
+    """A worker lost mid-stream: the job starts over on another, and chunks cannot be taken back."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from aigc_saas.jobs import events, services
+
+    with open_chat(capped, tenant_key[1]) as response:
+        assert response.status_code == 200, response.text
+        lines = response.iter_lines(decode_unicode=True)
+        first = next(line for line in lines if line.startswith("data: "))
+        job_id = uuid.UUID(json.loads(first[6:])["id"].split("-", 1)[1])
+        services.claim_job(job_id, "lost-worker")
+        events.publish(job_id, "token", {"index": 0, "text": "Half a sen"})
+        Job.objects.filter(pk=job_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert services.claim_job(job_id, "next-worker").attempts == 2
+        rest = [line[6:] for line in lines if line.startswith("data: ")]
+
+    texts = [c["delta"].get("content") for line in rest[:-1] for c in json.loads(line)["choices"]]
+    assert texts == ["Half a sen"]
+    error = json.loads(rest[-1])["error"]
+    assert error["code"] == "job_restarted" and "restarted" in error["message"]
+    assert "[DONE]" not in rest
+    assert Job.objects.get(pk=job_id).state == "running"  # not cancelled: the new attempt goes on
