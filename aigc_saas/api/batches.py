@@ -20,7 +20,7 @@ from aigc_saas.accounts.throttling import check_submission
 from aigc_saas.api.errors import exception_handler
 from aigc_saas.api.serializers import ErrorBodySerializer, JobCreateSerializer, JobSerializer
 from aigc_saas.errors import InvalidInput, ServiceError
-from aigc_saas.jobs import services
+from aigc_saas.jobs import capacity, services
 from aigc_saas.jobs.models import Job, JobState
 from generators.errors import GeneratorError
 
@@ -82,7 +82,7 @@ def queue_warnings(jobs: Iterable[Job], live: set[str] | None = None) -> list[di
     queues = sorted({job.queue for job in jobs if job.state == JobState.QUEUED})
     if not queues:
         return []
-    live = services.live_queues() if live is None else live
+    live = capacity.live_queues() if live is None else live
     return [
         {
             "code": "no_worker_for_queue",

@@ -25,7 +25,7 @@ from aigc_saas.api.serializers import (
     PluginProblemSerializer,
 )
 from aigc_saas.errors import InvalidInput, NotFound
-from aigc_saas.jobs import services
+from aigc_saas.jobs import capacity, services
 from aigc_saas.jobs.models import Artifact, Job, JobState
 from aigc_saas.observability.logging import bind_job
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
@@ -49,7 +49,7 @@ class Account(APIView):
                 "api_key": f"{key.name} (aigc_{key.prefix}_…)",
                 "webhook_secret": tenant.webhook_secret,
                 "quotas": {"max_jobs_per_day": tenant.max_jobs_per_day, "max_active_jobs": tenant.max_active_jobs},
-                "usage": services.usage(tenant),
+                "usage": capacity.usage(tenant),
             }
         )
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from aigc_saas.assets.inputs import attach_inputs
-from aigc_saas.jobs import engine_host, events, services
+from aigc_saas.jobs import capacity, engine_host, events, services
 from aigc_saas.jobs.engine_host import release_connection
 from aigc_saas.jobs.models import Job, JobState
 from aigc_saas.plugins.models import PluginRecord
@@ -147,7 +147,7 @@ def _prepare(jobs: list[Job]) -> tuple[list[engine_host.Claimed], list[tuple[Job
 def heartbeat(queue: str | None = None) -> None:
     """Record this worker's devices, model cache and engines where the admin, `/readyz` and submission read them."""
     try:
-        services.record_worker_status(
+        capacity.record_worker_status(
             worker_name(),
             devices=[asdict(d) for d in detect_devices()],
             cache=model_cache().snapshot(),
