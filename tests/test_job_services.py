@@ -39,13 +39,13 @@ def test_executing_an_already_claimed_job_is_skipped(job) -> None:  # noqa: ANN0
 def test_a_claim_takes_the_fairest_job_of_the_queue_not_the_oldest(tenant, other_tenant) -> None:  # noqa: ANN001
     backlog = [services.submit_job(tenant, "transformers-text", {"prompt": f"a{i}"}) for i in range(5)]
     services.cancel_job(backlog[0])
-    first = services.claim_next("cpu", "w", preferred=backlog[1].pk)
+    (first,) = services.claim_batch("cpu", "w", preferred=backlog[1].pk)
     late = services.submit_job(other_tenant, "transformers-text", {"prompt": "b"})
     # The doorbell names another of the busy tenant's jobs, but the idle tenant's job goes first.
-    second = services.claim_next("cpu", "w", preferred=backlog[2].pk)
-    third = services.claim_next("cpu", "w", preferred=backlog[2].pk)
+    (second,) = services.claim_batch("cpu", "w", preferred=backlog[2].pk)
+    (third,) = services.claim_batch("cpu", "w", preferred=backlog[2].pk)
     assert (first.pk, second.pk, third.pk) == (backlog[1].pk, late.pk, backlog[2].pk)
-    assert services.claim_next("gpu", "w") is None
+    assert services.claim_batch("gpu", "w") == []
 
 
 def test_a_batch_claim_takes_jobs_in_fair_order_each_with_its_own_attempt(tenant, other_tenant) -> None:  # noqa: ANN001

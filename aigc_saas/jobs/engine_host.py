@@ -228,13 +228,6 @@ def cancel(job_id: str) -> bool:
     return True
 
 
-def run(job: Job, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, params: Any) -> Any:
-    """Run one claimed job on its engine; returns the outcome, or None when this attempt lost the job (fenced)."""
-    for _, outcome in run_many([Claimed(job, info, config, device, params)]):
-        return outcome
-    return None
-
-
 @dataclass
 class Claimed:
     """A claimed job, resolved: what its engine needs to run it."""

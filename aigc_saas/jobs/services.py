@@ -145,22 +145,28 @@ def _claimable(now: Any) -> Q:
     return Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, lease_expires_at__lt=now)
 
 
+def _claimed(now: Any, worker: str, device: str) -> dict[str, Any]:
+    """What a claim writes: running, a fresh lease, and one more attempt (which fences every older attempt's
+    later writes)."""
+    return {
+        "state": JobState.RUNNING,
+        "started_at": now,
+        "attempts": F("attempts") + 1,
+        "worker": worker,
+        "device": device,
+        "lease_expires_at": now + timedelta(seconds=settings.AIGC_LEASE_SECONDS),
+        "progress": 0.0,
+        "progress_message": "started",
+    }
+
+
 def _take(pk: Any, state: str, attempts: int, worker: str, device: str) -> Job | None:
     """Compare-and-set one claim: the attempt number rises, and fences every later write of an older attempt."""
     now = timezone.now()
     taken = (
         Job.objects.filter(pk=pk, state=state, attempts=attempts)
         .filter(_claimable(now))
-        .update(
-            state=JobState.RUNNING,
-            started_at=now,
-            attempts=attempts + 1,
-            worker=worker,
-            device=device,
-            lease_expires_at=now + timedelta(seconds=settings.AIGC_LEASE_SECONDS),
-            progress=0.0,
-            progress_message="started",
-        )
+        .update(**_claimed(now, worker, device))
     )
     if not taken:
         return None
@@ -174,12 +180,6 @@ def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
     return _take(job_id, row[0], row[1], worker, device) if row else None
 
 
-def claim_next(queue: str, worker: str, *, preferred: Any = None, device: str = "") -> Job | None:
-    """Claim the fairest job of `queue` (see `claim_batch`), or None when none is claimable."""
-    taken = claim_batch(queue, worker, preferred=preferred, limit=1, device=device)
-    return taken[0] if taken else None
-
-
 def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 1, device: str = "") -> list[Job]:
     """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement.
 
@@ -191,7 +191,8 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
     Each job is claimed as `claim_job` claims one (its attempt number rises, which fences every later write of
     an older attempt); taking several at once lets a worker's engine start them together, one prefill and one
     batch, instead of one claim, one prefill and one extra partial step per arrival. Callers in one process
-    must not claim concurrently (the worker holds `claiming`): the rows are read back by worker and start time.
+    must not claim concurrently (the worker holds `runtime._claiming`): the rows are read back by worker and
+    start time.
     """
     for _ in range(5):  # another worker may win every candidate: pick again
         now = timezone.now()
@@ -217,20 +218,7 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
         each = Q()
         for pk, _, state, attempts in picked:
             each |= Q(pk=pk, state=state, attempts=attempts)
-        taken = (
-            Job.objects.filter(each)
-            .filter(_claimable(now))
-            .update(
-                state=JobState.RUNNING,
-                started_at=now,
-                attempts=F("attempts") + 1,
-                worker=worker,
-                device=device,
-                lease_expires_at=now + timedelta(seconds=settings.AIGC_LEASE_SECONDS),
-                progress=0.0,
-                progress_message="started",
-            )
-        )
+        taken = Job.objects.filter(each).filter(_claimable(now)).update(**_claimed(now, worker, device))
         if not taken:
             continue
         rows = {
