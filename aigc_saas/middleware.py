@@ -1,10 +1,9 @@
-"""Middleware shared by the whole site: a base that runs in the event loop under ASGI, and the API body limit.
+"""Middleware shared by the whole site: a base for middleware that is both sync and async, and the API checks.
 
 Under ASGI Django hops between the event loop and a thread at every boundary between async-capable and
-sync-only middleware. With WhiteNoise, the body limit, the NUL check and the audit actor sync-only, a request
-made five hops before its view ran; each costs the web process CPU that 32 concurrent jobs' submissions and
-long polls pay many times over. Every middleware of the stack is now both, so a request makes one hop (into
-its sync view) or none (an async view).
+sync-only middleware, and runs each hook of its own `MiddlewareMixin` middleware in a thread. Ours are sync
+and async alike, so the chain of async views (aigc_saas/asgi_handler.py builds it without the admin's
+middleware) runs in the event loop with no hop; sync views run the sync chain in one hop there.
 """
 
 from __future__ import annotations
