@@ -247,22 +247,36 @@ def run_many(claimed: list[Claimed]) -> Iterator[tuple[Job, Any]]:
     cancel checks and coarse progress. A job that ran out of device memory is retried once in low-memory mode
     when the others are done, with the device freed first."""
     loaded: list[tuple[Claimed, Served]] = []
-    with renewing([c.job for c in claimed]):
-        for item in claimed:
-            try:
-                loaded.append((item, served(item.info, item.config, item.device)))
-            except Exception as exc:  # noqa: BLE001 - this job fails; the others go on
-                yield item.job, exc
-    out_of_memory: list[Claimed] = []
-    for item, outcome in _serve(loaded):
-        if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not item.device.low_memory:
-            out_of_memory.append(item)  # retried below, its lease kept meanwhile (`_serve` renews it)
+    for item, target in _load(claimed):
+        if isinstance(target, Served):
+            loaded.append((item, target))
         else:
-            yield item.job, outcome
+            yield item.job, target
+    out_of_memory: list[Claimed] = []
+    parked: list[Job] = []  # their leases are kept while the others finish (`renewing` reads the list as it grows)
+    with renewing(parked):
+        for item, outcome in _serve(loaded):
+            if isinstance(outcome, GeneratorError) and outcome.code == "out_of_memory" and not item.device.low_memory:
+                out_of_memory.append(item)
+                parked.append(item.job)
+            else:
+                yield item.job, outcome
     if out_of_memory:
         # Nothing of the failed attempt may stay referenced while the retry loads: the engines and plugins too.
-        del loaded, item, outcome
+        del loaded, item, target, outcome
         yield from _retry_in_low_memory(out_of_memory)
+
+
+def _load(items: list[Claimed]) -> Iterator[tuple[Claimed, Served | BaseException]]:
+    """Each job's engine, loading its plugin where needed (their leases renewed meanwhile); a failed load is that
+    job's outcome, and the others go on."""
+    with renewing([item.job for item in items]):
+        for item in items:
+            try:
+                target: Served | BaseException = served(item.info, item.config, item.device)
+            except Exception as exc:  # noqa: BLE001 - this job fails; the others go on
+                target = exc
+            yield item, target
 
 
 def _retry_in_low_memory(items: list[Claimed]) -> Iterator[tuple[Job, Any]]:
@@ -272,14 +286,13 @@ def _retry_in_low_memory(items: list[Claimed]) -> Iterator[tuple[Job, Any]]:
     log.warning("%d jobs ran out of memory on %s; retrying once in low-memory mode", len(items), sorted(devices))
     for device in devices:
         free_device(device, model_cache())
+    low = [Claimed(i.job, i.info, i.config, replace(i.device, low_memory=True), i.params) for i in items]
     loaded = []
-    with renewing([item.job for item in items]):
-        for item in items:
-            low = Claimed(item.job, item.info, item.config, replace(item.device, low_memory=True), item.params)
-            try:
-                loaded.append((low, served(low.info, low.config, low.device)))
-            except Exception as exc:  # noqa: BLE001 - the retry's load failed: that is the job's outcome
-                yield item.job, exc
+    for item, target in _load(low):
+        if isinstance(target, Served):
+            loaded.append((item, target))
+        else:
+            yield item.job, target
     for item, outcome in _serve(loaded):
         yield item.job, outcome
 
@@ -370,7 +383,7 @@ def renewing(jobs: list[Job]) -> Iterator[None]:
     def renew() -> None:
         try:
             while not done.wait(settings.AIGC_LEASE_SECONDS / 3):
-                for job in jobs:
+                for job in list(jobs):
                     services.renew_lease(job)
         finally:
             connection.close()  # this thread's own connection
