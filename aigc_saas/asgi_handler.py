@@ -98,7 +98,7 @@ class ASGIHandler(DjangoASGIHandler):
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not self._is_sync(scope):
-            return await super().handle(scope, receive, send)
+            return await self._handle_async(scope, receive, send)
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -110,6 +110,53 @@ class ASGIHandler(DjangoASGIHandler):
                 await self.send_response(response, send)
             if response.streaming:  # a file: closed once sent (a plain response was closed in its thread)
                 await sync_to_async(response.close, thread_sensitive=False, executor=pool())()
+        finally:
+            body_file.close()
+
+    async def _handle_async(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's `handle` for an async view, with `request_started` and the response's closing (which sends
+        `request_finished`) run in the event loop instead of a hop each to a thread made for the request.
+
+        Their receivers are Django's: `close_old_connections` and `reset_queries` act on the calling thread's
+        database connections, and the event loop's thread has none (async views reach the database through
+        `web_threads.in_thread`, which checks its thread's connections around every call).
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, error = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error, send)
+                error.close()
+                return
+
+            async def respond() -> HttpResponse:
+                response = await self.run_get_response(request)
+                with contextlib.suppress(asyncio.CancelledError):  # the client went away while it was sent
+                    await self.send_response(response, send)
+                return response
+
+            # As Django does: a client that disconnects cancels the view (an event stream stops waiting).
+            tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), asyncio.create_task(respond())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done():
+                    with contextlib.suppress(RequestAborted):
+                        task.result()
+                else:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            try:
+                response = tasks[1].result()
+            except asyncio.CancelledError:
+                signals.request_finished.send(sender=self.__class__)
+            else:
+                response.close()
         finally:
             body_file.close()
 

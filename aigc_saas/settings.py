@@ -210,6 +210,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = AIGC_BROKER_TIMEOUT
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes a task thread's database connections after every task unless this is set; a job
+# then reopened SQLite (and its pragmas) or reconnected to PostgreSQL each time. Here `CONN_MAX_AGE` decides, as
+# for web requests: observability.worker's task_postrun runs Django's `close_old_connections` after each task.
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True

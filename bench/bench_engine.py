@@ -96,7 +96,12 @@ class Client:
                 return current
 
     def run(self, params: dict) -> dict:
-        return self.wait(self.submit(params))
+        sent = time.time()
+        submitted = self.submit(params)
+        answered = time.time()
+        done = self.wait(submitted)
+        done["_client"] = {"sent": sent, "answered": answered, "received": time.time()}
+        return done
 
 
 def tokens(jobs: list[dict]) -> int:
@@ -109,6 +114,25 @@ def concurrent(clients: list[Client], params: list[dict]) -> tuple[float, list[d
     with ThreadPoolExecutor(len(params)) as pool:
         done = list(pool.map(lambda pair: pair[0].run(pair[1]), zip(clients * len(params), params, strict=False)))
     return time.perf_counter() - start, done
+
+
+def timeline(done: list[dict]) -> dict[str, float]:
+    """Where a concurrent run's wall time went, in ms after the first submission was sent: when the last
+    submission was answered, the first and last claims, the last finish, the last result a client received."""
+    from datetime import datetime
+
+    def at(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    zero = min(j["_client"]["sent"] for j in done)
+    started = [at(j["started_at"]) - zero for j in done]
+    return {
+        "last_answered_ms": 1000 * max(j["_client"]["answered"] - zero for j in done),
+        "first_claimed_ms": 1000 * min(started),
+        "last_claimed_ms": 1000 * max(started),
+        "last_finished_ms": 1000 * max(at(j["finished_at"]) - zero for j in done),
+        "last_received_ms": 1000 * max(j["_client"]["received"] - zero for j in done),
+    }
 
 
 def text_params(prompt: str, n: int, **extra: object) -> dict:
@@ -282,15 +306,18 @@ def main() -> None:
         sequential = [client.run(p) for p in jobs[: args.sequential]]
         figures["stack_one_at_a_time"] = tokens(sequential) / (time.perf_counter() - start)
         figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
-        rates = []
+        rates, lines = [], []
         before = engine_counters(base)
         cpu_before, walls = cpu_now(), 0.0
         for _ in range(repeats):
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
             rates.append(tokens(done) / wall)
+            lines.append(timeline(done))
             walls += wall
         cpu_after = cpu_now()
         figures["stack_32_concurrent"] = median_of(rates)
+        for name in lines[0]:
+            figures[f"stack_32_{name}"] = median_of([line[name] for line in lines])
         for role, seconds in cpu_after.items():  # where the machine's cores went: CPU ms per job, by process
             figures[f"stack_32_cpu_ms_per_job_{role}"] = 1000 * (seconds - cpu_before[role]) / (32 * repeats)
         figures["stack_32_cpu_ms_per_job_available"] = 1000 * walls * (os.cpu_count() or 1) / (32 * repeats)
@@ -433,6 +460,16 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         print(
             f"   ... the worker's engine meanwhile: {f['stack_32_steps_per_run']:.0f} steps a run, "
             f"{f['stack_32_mean_rows_per_step']:.1f} rows and {f['stack_32_mean_step_ms']:.2f} ms a step"
+        )
+    if "stack_32_last_answered_ms" in f:
+        print(
+            "   ... ms after the first submission: last answered {:.0f}, claims {:.0f}..{:.0f}, last finished {:.0f}, "
+            "last received {:.0f}".format(
+                *(
+                    f[f"stack_32_{n}_ms"]
+                    for n in ("last_answered", "first_claimed", "last_claimed", "last_finished", "last_received")
+                )
+            )
         )
     roles = [k.rsplit("_", 1)[1] for k in f if k.startswith("stack_32_cpu_ms_per_job_") and not k.endswith("able")]
     if roles:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from aigc_saas import rows
 from aigc_saas.accounts.models import SCOPES, ApiKey, Tenant, check_scopes
 
 KEY_PREFIX = "aigc"
@@ -64,9 +65,13 @@ def find_key(raw_key: str) -> ApiKey | None:
     parts = raw_key.split("_")
     if len(parts) < 3 or parts[0] != KEY_PREFIX:
         return None
-    key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
+    key = rows.one(ApiKey, prefix=parts[1])
     if key is None or not hmac.compare_digest(key.hashed_key, hash_key(raw_key)):
         return None
+    tenant = rows.one(Tenant, id=key.tenant_id)
+    if tenant is None:  # deleted since the key was read (its keys go with it)
+        return None
+    key.tenant = tenant
     return key
 
 

@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, Stre
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from aigc_saas import rows
 from aigc_saas.accounts.streams import KeyWatch, TooManyStreams, close_stream, open_stream, quiet_seconds
 from aigc_saas.api.errors import json_error
 from aigc_saas.api.serializers import JobSerializer
@@ -46,8 +47,11 @@ def _job_or_404(drf_request: Request, job_id: Any) -> Job:
     return services.get_job(drf_request.user.tenant, job_id)
 
 
-def _serialized(job_id: Any, drf_request: Request) -> dict[str, Any]:
-    job = Job.objects.prefetch_related("artifacts").get(pk=job_id)
+def _serialized(job: Job | Any, drf_request: Request) -> dict[str, Any]:
+    """The job's JSON: of this row, or of the row read now when given an id (its artifacts are read only if it
+    succeeded)."""
+    if not isinstance(job, Job):
+        job = rows.one(Job, id=job)
     return JobSerializer(job, context={"request": drf_request}).data
 
 
@@ -103,7 +107,7 @@ def _job_for(
     except NotFound as exc:
         return None, json_error(404, exc.code, exc.message), None
     if answer_if_over and job.state in TERMINAL_STATES:
-        return drf_request, JsonResponse(_serialized(job.pk, drf_request)), job
+        return drf_request, JsonResponse(_serialized(job, drf_request)), job
     return drf_request, None, job
 
 

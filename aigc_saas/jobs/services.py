@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from aigc_saas import rows
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
@@ -98,9 +99,13 @@ def submit_job(
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 batch_id=batch_id,
+                # The first ring is written with the row (one write fewer per submission); a ring the broker
+                # refuses takes it back (`ring_refused`), so the sweep still finds the job unrung.
+                dispatched_at=timezone.now(),
+                dispatch_count=1,
             )
             _after_commit_publish(job.pk, "state", {"state": JobState.QUEUED})
-            transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue))
+            transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue, counted=True))
     except IntegrityError:
         if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
             return earlier  # a concurrent request with the same key won the race
@@ -132,9 +137,16 @@ def mark_dispatched(job_id: Any) -> None:
     )
 
 
+def ring_refused(job_id: Any) -> None:
+    """The broker did not take a ring that the job's row already counted (a new job's first)."""
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED, dispatch_count__gt=0).update(
+        dispatched_at=None, dispatch_count=F("dispatch_count") - 1
+    )
+
+
 def get_job(tenant: Tenant, job_id: Any) -> Job:
     """A job of this tenant; another tenant's id is indistinguishable from a missing one."""
-    job = Job.objects.filter(tenant=tenant, pk=job_id).first()
+    job = rows.one(Job, id=job_id, tenant_id=tenant.pk)
     if job is None:
         raise NotFound(f"`job_id`: no job {job_id} in this tenant")
     return job
@@ -213,20 +225,18 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
                 .values_list("tenant_id", "n")
             )
         )
-        picked = _fair_pick(candidates, running, preferred, limit)
-        expected = {pk: attempts + 1 for pk, _, _, attempts in picked}
-        each = Q()
-        for pk, _, state, attempts in picked:
-            each |= Q(pk=pk, state=state, attempts=attempts)
-        taken = Job.objects.filter(each).filter(_claimable(now)).update(**_claimed(now, worker, device))
+        picked = [pk for pk, *_ in _fair_pick(candidates, running, preferred, limit)]
+        # Claimable at the moment of the update, whatever happened since the read: a job another worker took
+        # meanwhile is running under a live lease and is left alone.
+        taken = Job.objects.filter(pk__in=picked).filter(_claimable(now)).update(**_claimed(now, worker, device))
         if not taken:
             continue
-        rows = {
+        # This claim's rows: this worker, this start time (claims in one process are one at a time).
+        mine = {
             str(job.pk): job
-            for job in Job.objects.filter(pk__in=list(expected), state=JobState.RUNNING, worker=worker, started_at=now)
-            if job.attempts == expected[job.pk]
+            for job in Job.objects.filter(pk__in=picked, state=JobState.RUNNING, worker=worker, started_at=now)
         }
-        jobs = [rows[str(pk)] for pk, *_ in picked if str(pk) in rows]  # in the fair order
+        jobs = [mine[str(pk)] for pk in picked if str(pk) in mine]  # in the fair order
         # `attempt` > 1: the job starts over (its worker was lost); a stream's text so far is void.
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return jobs
@@ -275,7 +285,7 @@ def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
         finished_at=timezone.now(), lease_expires_at=None, **fields
     )
     if updated:
-        job.refresh_from_db()
+        rows.refresh(job)
         transaction.on_commit(lambda: notify_finished(job.pk, job))
     return bool(updated)
 

@@ -6,5 +6,6 @@ from django.dispatch import Signal
 job_finished = Signal()
 
 # Sent with `job_id=` and `queue=` after a job is committed as queued (new, or re-queued by the sweep): the
-# worker side rings the broker (jobs.tasks connects it), so services never import the task layer.
+# worker side rings the broker (jobs.tasks connects it), so services never import the task layer. `counted=True`:
+# the row already records this ring (dispatched_at, dispatch_count), and only a refusal must be written back.
 job_queued = Signal()

@@ -30,14 +30,18 @@ def requeue_stale_jobs() -> dict[str, int]:
 
 
 @receiver(job_queued)
-def ring_broker(sender: Any, job_id: Any, queue: str, **kwargs: Any) -> bool:
-    """The doorbell: the worker reads everything else from the row. False when the broker did not take it."""
+def ring_broker(sender: Any, job_id: Any, queue: str, counted: bool = False, **kwargs: Any) -> bool:
+    """The doorbell: the worker reads everything else from the row. False when the broker did not take it.
+    `counted`: the row already records this ring (a new job's first), so only a refusal is written."""
     try:
         run_job.apply_async(args=[str(job_id)], kwargs={"queue": queue}, queue=queue, retry_policy=BROKER_RETRY)
     except Exception as exc:  # noqa: BLE001 - the sweep re-rings jobs the broker never got
         log.warning("could not dispatch job %s (%s); the stale-job sweep will retry", job_id, exc)
+        if counted:
+            services.ring_refused(job_id)
         return False
-    services.mark_dispatched(job_id)
+    if not counted:
+        services.mark_dispatched(job_id)
     return True
 
 

@@ -60,7 +60,10 @@ def _record_finished(job: Any) -> None:
         metrics.TOKENS.labels(job.generator).inc(tokens)
         if run_seconds > 0:
             metrics.TOKENS_PER_SECOND.labels(job.generator).observe(tokens / run_seconds)
-    images = job.artifacts.filter(content_type__startswith="image/").count()
+    # The result lists the job's artifact ids: a job without any (most text jobs) costs no query here.
+    images = (
+        job.artifacts.filter(content_type__startswith="image/").count() if (job.result or {}).get("artifacts") else 0
+    )
     if images:
         metrics.IMAGES.labels(job.generator).inc(images)
         if run_seconds > 0:

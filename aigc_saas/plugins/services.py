@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
+from aigc_saas import rows
 from aigc_saas.errors import InvalidInput, ServiceError
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from generators.base import Generator, GeneratorConfig
@@ -260,7 +261,7 @@ def enabled_plugin(name: str) -> tuple[PluginRecord, PluginInfo]:
         raise InvalidInput(
             "`generator`: give the name of a generator (see GET /api/v1/generators)", code="invalid_generator"
         )
-    record = PluginRecord.objects.filter(name=name).first()
+    record = rows.one(PluginRecord, name=name)
     if record is None or not record.installed or name not in registry():
         raise InvalidInput(f"`generator`: no generator named {name!r} is installed", code="unknown_generator")
     if not record.enabled:
