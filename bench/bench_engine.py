@@ -13,7 +13,9 @@ ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measur
   C. a 16-token job submitted while 16 jobs of 512 tokens run, against the same job alone;
   D. one job of about 1 s: submit-to-terminal seen by a waiting client, and time to first token over SSE,
      against the direct plugin call;
-  E. another tenant's request latency with 200 open SSE streams, against none.
+  E. another tenant's request latency with 200 open SSE streams, against none;
+  F. the engine in this process alone, against the same engine beside 1 and 4 Python threads that each hold
+     the GIL 30 % of the time (what a worker's other threads do to its engine thread).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from engine_paths import (  # noqa: E402 - beside this script
     hf_generate_rate,
     median_of,
     process_cpu_seconds,
+    rate_beside_busy_threads,
     raw_rate,
 )
 
@@ -195,7 +198,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=32, help="jobs run one at a time through the stack")
     parser.add_argument("--json-out", type=Path, help="write the figures here as they are taken")
     parser.add_argument(
-        "--parts", default="ABCDE", help="which comparisons to run (letters of the list above; A always runs)"
+        "--parts", default="ABCDEF", help="which comparisons to run (letters of the list above; A always runs)"
     )
     args = parser.parse_args()
     parts = set(args.parts.upper()) | {"A"}
@@ -415,6 +418,13 @@ def main() -> None:
             for s in streams:
                 s.close()
 
+        if "F" in parts:
+            # ---- F. the engine thread beside busy Python threads ----------------------------------------------
+            alone = [text_params(p, n_new) for p in prompts(32)]
+            figures["engine_alone"] = rate_beside_busy_threads(engine_direct, alone, 0, 0.0, repeats)
+            figures["engine_beside_1_busy"] = rate_beside_busy_threads(engine_direct, alone, 1, 0.3, repeats)
+            figures["engine_beside_4_busy"] = rate_beside_busy_threads(engine_direct, alone, 4, 0.3, repeats)
+
         # ---- the best raw configuration, last: transformers compiles its static-cache path on first use -----
         if args.hf_static:
             figures["hf_static_compile_batch32"] = hf_generate_rate(generator, batch, repeats, n_new, static=True)
@@ -511,6 +521,13 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
             f"   no streams {f['other_tenant_latency_no_streams_s'] * 1000:.1f} ms, 200 open streams "
             f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
             f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
+        )
+    if "engine_alone" in f:
+        print("F. the engine loop in one process, 32 jobs, beside Python threads each busy 30 % (tokens/s)")
+        print(
+            f"   alone {f['engine_alone']:.0f}, beside 1 {f['engine_beside_1_busy']:.0f} "
+            f"({f['engine_beside_1_busy'] / f['engine_alone']:.2f}x), beside 4 {f['engine_beside_4_busy']:.0f} "
+            f"({f['engine_beside_4_busy'] / f['engine_alone']:.2f}x)"
         )
     print(json.dumps({k: round(v, 4) for k, v in f.items()}))
 

@@ -192,3 +192,35 @@ def process_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
         return used.get(pid, 0.0) + sum(tree(child) for child, up in parent.items() if up == pid)
 
     return {name: tree(pid) for name, pid in roots.items()}
+
+
+def rate_beside_busy_threads(
+    engine: DirectEngine, params: list[dict], threads: int, duty: float, repeats: int
+) -> float:
+    """The in-process engine's tokens/s while `threads` Python threads each hold the GIL `duty` of every
+    millisecond, as a worker's task threads, Celery's consumer and the event publisher do with their ORM, Redis
+    and Celery work (pure Python between torch ops, which the engine thread must wait for at every op)."""
+    import threading
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            start = time.perf_counter()
+            while time.perf_counter() - start < 0.001 * duty:
+                sum(range(200))
+            time.sleep(0.001 * (1 - duty) + 1e-6)
+
+    workers = [threading.Thread(target=busy, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        rates = []
+        for _ in range(repeats):
+            wall, _, count = engine.run(params)
+            rates.append(count / wall)
+        return median_of(rates)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()

@@ -27,9 +27,41 @@ def pick(scores: Any, temperature: Any, top_p: Any, uniform: Any) -> Any:
     """
     import torch
 
-    greedy = scores.argmax(dim=-1)
     probs = torch.softmax(scores / temperature.clamp(min=1e-6)[:, None], dim=-1)
     ordered, order = probs.sort(dim=-1, descending=True)
+    return _pick_sorted(ordered, order, temperature, top_p, uniform, scores.argmax(dim=-1))
+
+
+# Rows whose kept head lies in their HEAD_TOKENS most likely tokens are picked from those alone: a sort of the
+# whole vocabulary cost a batch of 32 on the CPU 0.6 ms a step with 400 tokens, 85 ms with 32,000 (torch's CPU
+# sort), where `topk` of 256 costs 3 ms. The head is the same tokens in the same order, so the pick is the same.
+HEAD_TOKENS = 256
+
+
+def pick_head_first(scores: Any, temperature: Any, top_p: Any, uniform: Any) -> Any:
+    """`pick`, where each row whose top-p head is within its HEAD_TOKENS best tokens sorts only those; the other
+    rows (a flat distribution, top_p near 1) sort their whole vocabulary. Which way a row goes depends on its own
+    scores alone, so a seeded row picks the same token whatever rows share its batch. Not for a CUDA graph: which
+    rows fall back is read on the host."""
+    import torch
+
+    if scores.shape[-1] <= HEAD_TOKENS * 2:
+        return pick(scores, temperature, top_p, uniform)
+    probs = torch.softmax(scores / temperature.clamp(min=1e-6)[:, None], dim=-1)
+    head, order = probs.topk(HEAD_TOKENS, dim=-1)  # sorted, most likely first
+    # The head reaches top_p: every token after it has at least top_p before it, so sorting it keeps nothing more.
+    wide = (head.sum(dim=-1) < top_p) & (temperature > 0)
+    tokens = _pick_sorted(head, order, temperature, top_p, uniform, order[:, 0])
+    if bool(wide.any()):
+        rows = wide.nonzero().squeeze(1)
+        tokens[rows] = pick(scores[rows], temperature[rows], top_p[rows], uniform[rows])
+    return tokens
+
+
+def _pick_sorted(ordered: Any, order: Any, temperature: Any, top_p: Any, uniform: Any, greedy: Any) -> Any:
+    """The inverse-CDF pick over each row's probabilities sorted most likely first (`order`: their token ids)."""
+    import torch
+
     outside = (ordered.cumsum(dim=-1) - ordered) >= top_p[:, None]
     ordered = ordered.masked_fill(outside, 0.0)
     cdf = ordered.cumsum(dim=-1)
@@ -61,4 +93,4 @@ def _pick_rows(scores: Any, rows: Seq[Any], device: Any) -> Any:
     temperature = torch.tensor([row.temperature for row in rows], device=device)
     top_p = torch.tensor([row.top_p for row in rows], device=device)
     uniform = torch.tensor(draws(rows), device=device)
-    return pick(scores, temperature, top_p, uniform)
+    return pick_head_first(scores, temperature, top_p, uniform)

@@ -46,3 +46,29 @@ def test_a_seeded_row_draws_the_same_tokens_whatever_rows_are_beside_it() -> Non
     beside = [sample_rows(batch_scores, [others[0], seeded, others[1], others[2]])[1] for _ in range(200)]
     assert alone == beside
     assert len(set(alone)) > 1  # it did sample
+
+
+def test_the_head_first_pick_takes_the_token_a_whole_sort_takes() -> None:
+    """Rows whose top-p head lies in their best HEAD_TOKENS sort only those; flat rows sort everything. Either
+    way each row gets the token `pick` (a sort of the whole vocabulary) gives for the same uniform number."""
+    from generators.engine.sampling import HEAD_TOKENS, pick, pick_head_first
+
+    vocab = 4 * HEAD_TOKENS
+    rng = torch.Generator().manual_seed(0)
+    peaked = torch.randn(6, vocab, generator=rng) * 6  # a language model's scores: a few tokens hold the mass
+    flat = torch.randn(2, vocab, generator=rng) * 0.1  # nearly uniform: the head is most of the vocabulary
+    scores = torch.cat([peaked, flat])
+    temperature = torch.tensor([0.8, 1.0, 0.0, 0.7, 1.3, 0.9, 1.0, 0.8])
+    top_p = torch.tensor([0.95, 0.9, 1.0, 0.5, 0.99, 1.0, 0.95, 0.6])
+    probs = torch.softmax(scores / temperature.clamp(min=1e-6)[:, None], dim=-1)
+    head_mass = probs.topk(HEAD_TOKENS, dim=-1).values.sum(-1)
+    assert bool((head_mass[:6] >= top_p[:6]).any()) and bool((head_mass[6:] < top_p[6:]).all())  # both ways taken
+    for _ in range(50):
+        uniform = torch.rand(len(scores), generator=rng)
+        assert pick_head_first(scores, temperature, top_p, uniform).tolist() == pick(
+            scores, temperature, top_p, uniform
+        ).tolist()
+        # A row alone picks what it picks in the batch.
+        assert pick_head_first(scores[3:4], temperature[3:4], top_p[3:4], uniform[3:4]).item() == int(
+            pick_head_first(scores, temperature, top_p, uniform)[3]
+        )
