@@ -65,9 +65,10 @@ def test_the_head_first_pick_takes_the_token_a_whole_sort_takes() -> None:
     assert bool((head_mass[:6] >= top_p[:6]).any()) and bool((head_mass[6:] < top_p[6:]).all())  # both ways taken
     for _ in range(50):
         uniform = torch.rand(len(scores), generator=rng)
-        assert pick_head_first(scores, temperature, top_p, uniform).tolist() == pick(
-            scores, temperature, top_p, uniform
-        ).tolist()
+        assert (
+            pick_head_first(scores, temperature, top_p, uniform).tolist()
+            == pick(scores, temperature, top_p, uniform).tolist()
+        )
         # A row alone picks what it picks in the batch.
         assert pick_head_first(scores[3:4], temperature[3:4], top_p[3:4], uniform[3:4]).item() == int(
             pick_head_first(scores, temperature, top_p, uniform)[3]
