@@ -10,15 +10,13 @@ datetimes), so the instance is the one the ORM would have built. A read costs 0.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, TypeVar
 
 from django.db import connections, models, router
 
 M = TypeVar("M", bound=models.Model)
 
-_sql: dict[tuple[type[models.Model], str, tuple[str, ...]], str] = {}
-_lock = threading.Lock()
+_sql: dict[tuple[type[models.Model], str, tuple[str, ...]], str] = {}  # threads may write one twice: same text
 
 
 def one(model: type[M], **equals: Any) -> M | None:
@@ -33,9 +31,7 @@ def one(model: type[M], **equals: Any) -> M | None:
     if sql is None:
         quote = connection.ops.quote_name
         where = " AND ".join(f"{quote(field.column)} = %s" for field in fields)
-        sql = f"SELECT * FROM {quote(model._meta.db_table)} WHERE {where} LIMIT 1"  # noqa: S608 - names, not values
-        with _lock:
-            _sql[key] = sql
+        sql = _sql[key] = f"SELECT * FROM {quote(model._meta.db_table)} WHERE {where} LIMIT 1"  # noqa: S608
     params = [field.get_db_prep_value(value, connection) for field, value in zip(fields, equals.values(), strict=True)]
     found = list(model._default_manager.db_manager(using).raw(sql, params))
     return found[0] if found else None
