@@ -254,6 +254,8 @@ AIGC_ASSET_RETENTION_HOURS = env_int("AIGC_ASSET_RETENTION_HOURS", 7 * 24)
 AIGC_REDIS_TIMEOUT = env_int("AIGC_REDIS_TIMEOUT", 2)  # connect/socket timeout of every Redis call we make
 AIGC_LEASE_SECONDS = env_int("AIGC_LEASE_SECONDS", 30)  # a running job whose lease lapses is re-queued
 AIGC_ENGINE_MAX_ROWS = env_int("AIGC_ENGINE_MAX_ROWS", 64)  # rows one engine decodes together at most
+# A step-runner plugin's engine runs in a process of its own (its GIL to itself; generators/engine/process.py).
+AIGC_ENGINE_PROCESS = env_bool("AIGC_ENGINE_PROCESS", True)
 AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # open SSE streams per tenant
 AIGC_STREAM_KEY_CHECK_SECONDS = env_int("AIGC_STREAM_KEY_CHECK_SECONDS", 5)  # an open stream re-checks its key
 AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`

@@ -91,10 +91,17 @@ def test_a_plugin_error_is_recorded_with_its_code(tenant, monkeypatch) -> None: 
     assert (job.error_code, job.error_message) == ("model_load_failed", "could not load text model 'org/missing': 404")
 
 
-def test_a_text_job_runs_on_the_engine_and_records_what_a_tenant_may_see(tenant, tiny_models) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("own_process", [True, False], ids=["engine-process", "engine-thread"])
+def test_a_text_job_runs_on_the_engine_and_records_what_a_tenant_may_see(
+    tenant, tiny_models, settings, own_process
+) -> None:  # noqa: ANN001
+    settings.AIGC_ENGINE_PROCESS = own_process
+    runtime.model_cache().clear()  # the engine is loaded afresh, where the setting says
     job = services.submit_job(tenant, "transformers-text", {"prompt": "mug", "max_new_tokens": 5, "seed": 3})
 
     assert runtime.execute_job(str(job.pk)) == "succeeded"
+    kinds = {e["kind"] for e in engine_host.snapshot() if e["generator"] == "transformers-text"}
+    assert kinds == {"ProcessEngine" if own_process else "StepEngine"}
 
     job.refresh_from_db()
     meta = job.result["metadata"]

@@ -25,11 +25,13 @@ from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.services import config_fingerprint
 from generators.base import Generator, GeneratorConfig
 from generators.engine.loop import PassEngine, StepEngine
+from generators.engine.process import ProcessEngine
 from generators.engine.sequence import Output, Sequence
 from generators.errors import GeneratorError
 from generators.registry import PluginInfo
 from hardware import DeviceChoice
 from hardware.kv import kv_budget_tokens
+from hardware.memory import module_bytes
 from hardware.oom import free_device
 
 log = logging.getLogger(__name__)
@@ -38,15 +40,31 @@ TICK_SECONDS = 2.0  # how often a waiting task thread writes coarse progress and
 
 
 class Served:
-    """What the model cache holds: a loaded plugin and the engine serving it; eviction stops both."""
+    """What the model cache holds: a loaded plugin and the engine serving it; eviction stops both.
 
-    def __init__(self, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, generator: Generator) -> None:
+    `generator` None: the plugin is loaded in an engine process of its own (`ProcessEngine`), not here."""
+
+    def __init__(
+        self, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, generator: Generator | None
+    ) -> None:
         self.info, self.config, self.device, self.generator = info, config, device, generator
+        name = f"{info.name}:{config.model_id}@{device.device}"
+        if generator is None:
+            self.components: dict[str, Any] = {}
+            self.engine: StepEngine | PassEngine | ProcessEngine = ProcessEngine(
+                info.cls,
+                config,
+                device,
+                max_rows=settings.AIGC_ENGINE_MAX_ROWS,
+                budget=kv_budget_tokens,
+                emit=publish_outputs,
+                name=name,
+            )
+            return
         self.components = vars(generator)  # lets the cache measure the plugin's torch modules
         runner = generator.create_runner()
-        name = f"{info.name}:{config.model_id}@{device.device}"
         if runner is None:
-            self.engine: StepEngine | PassEngine = PassEngine(generator, emit=publish_outputs, name=name)
+            self.engine = PassEngine(generator, emit=publish_outputs, name=name)
         else:
             budget = kv_budget_tokens(device.device, runner.kv_bytes_per_token())
             self.engine = StepEngine(
@@ -62,9 +80,16 @@ class Served:
             **self.engine.stats(),
         }
 
+    def size_bytes(self, estimate: int) -> int:
+        """What the model cache counts for it: the weights the engine process reported, else those held here."""
+        if isinstance(self.engine, ProcessEngine):
+            return self.engine.model_bytes or estimate
+        return module_bytes(self) or estimate
+
     def teardown(self) -> None:
         self.engine.stop()
-        self.generator.teardown()
+        if self.generator is not None:
+            self.generator.teardown()
 
 
 def release_connection() -> None:
@@ -87,19 +112,28 @@ def served(info: PluginInfo, config: GeneratorConfig, device: DeviceChoice) -> S
     key = (info.name, info.version, config_fingerprint(config), device.device, device.dtype, device.low_memory)
 
     def load() -> Served:
+        if in_own_process(info):
+            return Served(info, config, device, None)
         generator = info.cls(config)
         generator.setup(device)
         return Served(info, config, device, generator)
 
     cache = model_cache()
     estimate = info.cls.needs.memory_mb * 1024 * 1024
-    value = cache.get_or_load(key, load, device=device.device, estimate_bytes=estimate)
-    if value.engine.stopped:  # its loop died on an error it could not survive: load it afresh
+    options = {"device": device.device, "estimate_bytes": estimate, "measure": lambda s: s.size_bytes(estimate)}
+    value = cache.get_or_load(key, load, **options)
+    if value.engine.stopped:  # its loop (or process) died on an error it could not survive: load it afresh
         cache.evict(key)
-        value = cache.get_or_load(key, load, device=device.device, estimate_bytes=estimate)
+        value = cache.get_or_load(key, load, **options)
     with _served_lock:
         _served[key] = value
     return value
+
+
+def in_own_process(info: PluginInfo) -> bool:
+    """Whether this plugin's engine runs in a process of its own: a step-runner plugin, with
+    AIGC_ENGINE_PROCESS on (the engine then has a GIL to itself; see generators/engine/process.py)."""
+    return settings.AIGC_ENGINE_PROCESS and info.cls.create_runner is not Generator.create_runner
 
 
 def snapshot() -> list[dict[str, Any]]:

@@ -95,15 +95,17 @@ class _EngineThread:
     def _emit(self, outputs: list[Output]) -> None:
         if not outputs:
             return
+        for out in outputs:  # counted first: an emit that reports the counters (ProcessEngine's child) has them
+            if out.token is not None:
+                self.tokens_total += 1
+            if out.outcome is not None and not out.seq.future.done():
+                self.items_total += 1
         try:
             self.emit_to(outputs)
         except Exception:  # noqa: BLE001 - events are best effort; outcomes below still resolve
             log.exception("engine %s could not emit %d outputs", self.name, len(outputs))
         for out in outputs:
-            if out.token is not None:
-                self.tokens_total += 1
             if out.outcome is not None and not out.seq.future.done():
-                self.items_total += 1
                 out.seq.future.set_result(out.outcome)
 
     def _run(self) -> None:
