@@ -25,7 +25,7 @@ from aigc_saas.jobs.models import Job
 from aigc_saas.plugins.services import config_fingerprint
 from generators.base import Generator, GeneratorConfig
 from generators.engine.loop import PassEngine, StepEngine
-from generators.engine.process import ProcessEngine
+from generators.engine.process import ProcessEngine, warm
 from generators.engine.sequence import Output, Sequence
 from generators.errors import GeneratorError
 from generators.registry import PluginInfo
@@ -134,6 +134,14 @@ def in_own_process(info: PluginInfo) -> bool:
     """Whether this plugin's engine runs in a process of its own: a step-runner plugin, with
     AIGC_ENGINE_PROCESS on (the engine then has a GIL to itself; see generators/engine/process.py)."""
     return settings.AIGC_ENGINE_PROCESS and info.cls.create_runner is not Generator.create_runner
+
+
+def warm_engine_processes() -> None:
+    """Start what engine processes are made from, before the first text job needs one."""
+    try:
+        warm()
+    except Exception:  # noqa: BLE001 - the first engine starts it then, and says why if it cannot
+        log.exception("could not start the engine processes' fork server")
 
 
 def snapshot() -> list[dict[str, Any]]:

@@ -167,6 +167,9 @@ def start_worker_threads(interval: float = 5.0) -> None:
     if not set(os.environ.get("AIGC_WORKER_CONSUMES", "").split(",")) - {"control", ""}:
         return
 
+    if settings.AIGC_ENGINE_PROCESS:
+        threading.Thread(target=engine_host.warm_engine_processes, name="aigc-engine-warm", daemon=True).start()
+
     def beat() -> None:
         while True:
             heartbeat()

@@ -49,6 +49,15 @@ def _mp() -> Any:
         return _context
 
 
+def warm() -> None:
+    """Start the fork server now (importing torch and transformers there takes seconds), so the first engine
+    process starts without that wait. A generation worker calls it at start-up, from a thread of its own."""
+    from multiprocessing import forkserver
+
+    _mp()
+    forkserver.ensure_running()
+
+
 class ProcessEngine:
     """The parent's side: same interface as `StepEngine`, outputs emitted through `emit` in this process."""
 
