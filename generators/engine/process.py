@@ -122,7 +122,14 @@ class ProcessEngine:
         return self._stopping
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._stats)
+        """The child's latest counters; `running` and `waiting` from the jobs this side holds, which include those
+        sent since (a worker sizing its next claim must count them)."""
+        stats = dict(self._stats)
+        with self._lock:
+            live = len(self._live)
+        stats["running"] = min(stats.get("running", 0), live)
+        stats["waiting"] = live - stats["running"]
+        return stats
 
     def stop(self, timeout: float = 30) -> None:
         with self._lock:
