@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import pickle
 import sys
 import threading
 import time
@@ -229,7 +230,11 @@ def _child_main(conn: Any, plugin: type, config: Any, device: Any, max_rows: int
         )
         sender.engine = engine
     except BaseException as exc:  # noqa: BLE001 - the parent raises it for the job that asked for the model
-        error = exc if isinstance(exc, GeneratorError) else GeneratorError(f"{type(exc).__name__}: {exc}")
+        error: BaseException = exc  # as it was (its code too: `model_load_failed`…), as a load in the worker raises
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - an error that cannot cross the pipe goes as its text
+            error = GeneratorError(f"{type(exc).__name__}: {exc}")
         with send_lock:
             conn.send(("failed", error))
         return

@@ -86,3 +86,12 @@ def test_a_child_that_dies_fails_its_jobs_and_the_engine_says_it_stopped(config)
     with pytest.raises(RuntimeError):
         engine.submit(job("too late"))
     engine.stop()
+
+
+def test_a_plugin_that_cannot_load_raises_its_own_error_here(tmp_path: Path) -> None:
+    """The child loads the plugin: a model that is not there fails the job with the plugin's code, as a load in
+    the worker itself would."""
+    config = TextGenerator.Config(model_id=str(tmp_path / "no-such-model"))
+    with pytest.raises(GeneratorError) as raised:
+        start(config, Recorder())
+    assert raised.value.code == "model_load_failed", raised.value
