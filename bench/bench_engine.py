@@ -21,7 +21,6 @@ ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -48,6 +47,7 @@ from engine_paths import (  # noqa: E402 - beside this script
     rate_beside_busy_threads,
     raw_rate,
 )
+from engine_report import report  # noqa: E402 - beside this script
 
 from aigc_saas import stack  # noqa: E402
 from generators.base import BatchItem, LocalContext  # noqa: E402
@@ -434,102 +434,6 @@ def main() -> None:
             stack.stop(child)
 
     report(figures, model, device.device, n_new)
-
-
-def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
-    print(f"serving engine, model {model}, device {device}, {os.cpu_count()} cores")
-    print(f"A. throughput, 32 jobs x {n_new} new tokens (tokens/s)")
-    print(f"   raw plugin batch of 32 (generate_batch):      {f['raw_batch32']:9.0f}   single {f['raw_single']:.0f}")
-    for key, label in (
-        ("raw_batch32_frame", "... with the left-padded frame runner:"),
-        ("raw_batch32_slots_eager", "... with slots, no CUDA graphs:      "),
-        ("raw_batch32_no_look_ahead", "... graphs, no look-ahead step:      "),
-    ):
-        if key in f:
-            single = f[key.replace("batch32", "single")]
-            print(f"   {label}         {f[key]:9.0f}   single {single:.0f}")
-    print(f"   the engine loop in-process, 32 submitted at once: {f['engine_batch32']:6.0f}")
-    print(f"   transformers generate(), same batch:          {f['hf_generate_batch32']:9.0f}")
-    if "hf_static_compile_batch32" in f:
-        print(
-            f"   transformers generate(), static cache+compile: {f['hf_static_compile_batch32']:8.0f}   "
-            f"single {f['hf_static_compile_single']:.0f}"
-        )
-        best = max(f["hf_static_compile_batch32"], f["raw_batch32"])
-        print(
-            f"   stack 32 concurrent / best raw batch of 32:    {f['stack_32_concurrent'] / best:.2f}x (GPU target >= 0.8)"
-        )
-    print(f"   stack single job: {f['stack_single_job']:.0f} tokens/s (GPU target >= 316, 4x the issue's 79)")
-    print(f"   stack, one job at a time:                      {f['stack_one_at_a_time']:9.0f}")
-    print(
-        f"   stack, 32 concurrent clients:                  {f['stack_32_concurrent']:9.0f}   "
-        f"{f['stack_32_concurrent'] / f['stack_one_at_a_time']:.2f}x one-at-a-time (target >= 6), "
-        f"{f['stack_32_concurrent'] / f['raw_batch32']:.2f}x raw batch (target >= 0.6)"
-    )
-    if "stack_32_mean_step_ms" in f:
-        print(
-            f"   ... the worker's engine meanwhile: {f['stack_32_steps_per_run']:.0f} steps a run, "
-            f"{f['stack_32_mean_rows_per_step']:.1f} rows and {f['stack_32_mean_step_ms']:.2f} ms a step"
-        )
-    if "stack_32_last_answered_ms" in f:
-        print(
-            "   ... ms after the first submission: last answered {:.0f}, claims {:.0f}..{:.0f}, last finished {:.0f}, "
-            "last received {:.0f}".format(
-                *(
-                    f[f"stack_32_{n}_ms"]
-                    for n in ("last_answered", "first_claimed", "last_claimed", "last_finished", "last_received")
-                )
-            )
-        )
-    roles = [k.rsplit("_", 1)[1] for k in f if k.startswith("stack_32_cpu_ms_per_job_") and not k.endswith("able")]
-    if roles:
-        spent = ", ".join(f"{role} {f[f'stack_32_cpu_ms_per_job_{role}']:.1f}" for role in roles)
-        print(
-            f"   ... CPU ms a job by process: {spent} (of {f['stack_32_cpu_ms_per_job_available']:.1f} the cores had)"
-        )
-    print(
-        f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
-        f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "
-        f"{f['stack_32_concurrent_64_pollers'] / f['raw_batch32']:.2f}x raw batch "
-        f"({f['poll_requests_per_s']:.0f} polls/s served)"
-    )
-    if "mixed_lengths_64" in f:
-        print("B. 64 jobs, mixed max_new_tokens 16..256 vs all of their mean length (tokens/s)")
-        print(
-            f"   mixed {f['mixed_lengths_64']:.0f}, equal {f['equal_lengths_64']:.0f}: "
-            f"{f['mixed_lengths_64'] / f['equal_lengths_64']:.2f}x (target within 15 %)"
-        )
-    if "short_solo_s" in f:
-        print("C. a 16-token job while 16 jobs of 512 tokens run")
-        print(
-            f"   alone {f['short_solo_s'] * 1000:.0f} ms, among them {f['short_among_long_s'] * 1000:.0f} ms: "
-            f"{f['short_among_long_s'] / f['short_solo_s']:.2f}x (target <= 3)"
-        )
-    if "one_job_direct_s" in f:
-        print("D. one job of about 1 s")
-        print(
-            f"   direct {f['one_job_direct_s'] * 1000:.0f} ms, through the stack to a waiting client "
-            f"{f['one_job_stack_s'] * 1000:.0f} ms: {f['one_job_stack_s'] / f['one_job_direct_s']:.2f}x (target <= 1.10)"
-        )
-        print(
-            f"   first token: direct {f['ttft_direct_s'] * 1000:.0f} ms, over SSE from submission "
-            f"{f['ttft_sse_s'] * 1000:.0f} ms: +{(f['ttft_sse_s'] - f['ttft_direct_s']) * 1000:.0f} ms (target <= +50)"
-        )
-    if "other_tenant_latency_200_streams_s" in f:
-        print("E. another tenant's GET /account (median of 20)")
-        print(
-            f"   no streams {f['other_tenant_latency_no_streams_s'] * 1000:.1f} ms, 200 open streams "
-            f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
-            f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
-        )
-    if "engine_alone" in f:
-        print("F. the engine loop in one process, 32 jobs, beside Python threads each busy 30 % (tokens/s)")
-        print(
-            f"   alone {f['engine_alone']:.0f}, beside 1 {f['engine_beside_1_busy']:.0f} "
-            f"({f['engine_beside_1_busy'] / f['engine_alone']:.2f}x), beside 4 {f['engine_beside_4_busy']:.0f} "
-            f"({f['engine_beside_4_busy'] / f['engine_alone']:.2f}x)"
-        )
-    print(json.dumps({k: round(v, 4) for k, v in f.items()}))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,17 @@ class StepRunner(Protocol):
     def reset(self) -> None: ...  # forget every row (after a failed step)
 
 
+def emit_then_resolve(emit: Emit, name: str, outputs: list[Output]) -> None:
+    """Emit the outputs, then resolve the futures of those that carry an outcome (a job's events go out first)."""
+    try:
+        emit(outputs)
+    except Exception:  # noqa: BLE001 - events are best effort; outcomes below still resolve
+        log.exception("engine %s could not emit %d outputs", name, len(outputs))
+    for out in outputs:
+        if out.outcome is not None and not out.seq.future.done():
+            out.seq.future.set_result(out.outcome)
+
+
 def stopped(seq: Sequence) -> GeneratorError:
     return JobCancelled("the job was cancelled") if seq.cancelled else timed_out(seq)
 
@@ -100,13 +111,7 @@ class _EngineThread:
                 self.tokens_total += 1
             if out.outcome is not None and not out.seq.future.done():
                 self.items_total += 1
-        try:
-            self.emit_to(outputs)
-        except Exception:  # noqa: BLE001 - events are best effort; outcomes below still resolve
-            log.exception("engine %s could not emit %d outputs", self.name, len(outputs))
-        for out in outputs:
-            if out.outcome is not None and not out.seq.future.done():
-                out.seq.future.set_result(out.outcome)
+        emit_then_resolve(self.emit_to, self.name, outputs)
 
     def _run(self) -> None:
         try:

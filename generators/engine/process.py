@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from generators.engine.loop import emit_then_resolve
 from generators.engine.sequence import Output, Sequence
 from generators.errors import GeneratorError
 
@@ -181,7 +182,7 @@ class ProcessEngine:
     def _deliver(self, items: list[tuple], stats: dict[str, Any] | None) -> None:
         if stats is not None:
             self._stats = stats
-        outputs, done = [], []
+        outputs = []
         with self._lock:
             for seq_id, token, progress, outcome in items:
                 seq = self._live.get(seq_id)
@@ -189,16 +190,9 @@ class ProcessEngine:
                     continue
                 outputs.append(Output(seq, token=token, progress=progress, outcome=outcome))
                 if outcome is not None:
-                    done.append(seq)
                     del self._live[seq_id]
                     self._cancels_sent.discard(seq_id)
-        try:
-            self.emit_to(outputs)
-        except Exception:  # noqa: BLE001 - events are best effort; outcomes below still resolve
-            log.exception("engine %s could not emit %d outputs", self.name, len(outputs))
-        for out in outputs:
-            if out.outcome is not None and not out.seq.future.done():
-                out.seq.future.set_result(out.outcome)
+        emit_then_resolve(self.emit_to, self.name, outputs)
 
     def _fail_live(self, message: str) -> None:
         with self._lock:
