@@ -7,6 +7,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from aigc_saas import rows
 from aigc_saas.jobs.models import Artifact, Job, JobState
 from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from aigc_saas.validation import public_model_id, scrub_model_ids, scrub_paths
@@ -150,7 +151,7 @@ class JobSerializer(serializers.ModelSerializer):
             "origin": instance.origin,
             # Artifacts are written only with a job's success (services.finish_job): no query for any other state.
             "artifacts": (
-                ArtifactSerializer(instance.artifacts.all(), many=True, context=self.context).data
+                ArtifactSerializer(_artifacts(instance), many=True, context=self.context).data
                 if instance.state == JobState.SUCCEEDED
                 else []
             ),
@@ -168,6 +169,13 @@ class JobSerializer(serializers.ModelSerializer):
         data["model_id"] = public_model_id(data.get("model_id"))
         data["result"] = scrub_model_ids(data.get("result"))
         return data
+
+
+def _artifacts(job: Job) -> list[Artifact]:
+    """The job's artifacts: prefetched by a list view, else read without the ORM's compiler (aigc_saas.rows)."""
+    if "artifacts" in getattr(job, "_prefetched_objects_cache", {}):
+        return list(job.artifacts.all())
+    return rows.all(Artifact, order_by=["index"], job_id=job.pk)
 
 
 _TIME = serializers.DateTimeField(read_only=True)  # DRF's own formatting of the job's times, made once

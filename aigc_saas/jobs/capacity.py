@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from aigc_saas import rows
 from aigc_saas.accounts.models import Tenant
 from aigc_saas.errors import InvalidInput, QuotaExceeded
 from aigc_saas.jobs.models import Job, JobState, WorkerStatus
@@ -30,8 +31,8 @@ def check_fits_engines(generator: str, model_id: str, params: dict[str, Any]) ->
     fresh = timezone.now() - timedelta(seconds=settings.AIGC_WORKER_STALE_SECONDS)
     budgets = [
         min(engine["kv_budget_tokens"], engine.get("kv_row_tokens") or engine["kv_budget_tokens"])
-        for status in WorkerStatus.objects.filter(updated_at__gte=fresh).only("engines")
-        for engine in status.engines
+        for (engines,) in rows.values(WorkerStatus, ["engines"], updated_at__gte=fresh)
+        for engine in engines
         if engine.get("generator") == generator
         and engine.get("model_id") == model_id
         and engine.get("kv_budget_tokens")
@@ -75,11 +76,7 @@ def enforce_quota(tenant: Tenant) -> None:
 def live_queues() -> set[str]:
     """Queues some worker that reported recently consumes."""
     fresh = timezone.now() - timedelta(seconds=settings.AIGC_WORKER_STALE_SECONDS)
-    return {
-        q
-        for queues in WorkerStatus.objects.filter(updated_at__gte=fresh).values_list("queues", flat=True)
-        for q in queues
-    }
+    return {q for (queues,) in rows.values(WorkerStatus, ["queues"], updated_at__gte=fresh) for q in queues}
 
 
 def record_worker_status(

@@ -1,0 +1,67 @@
+"""aigc_saas.rows reads the same rows the ORM does, converted the same way (SQLite here, PostgreSQL in CI's second run)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from aigc_saas import rows
+from aigc_saas.accounts.models import ApiKey, Tenant
+from aigc_saas.jobs import services
+from aigc_saas.jobs.models import Artifact, Job, WorkerStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def fields_of(instance) -> dict:  # noqa: ANN001
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_one_gives_the_instance_the_orm_gives(tenant) -> None:  # noqa: ANN001
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "héllo", "max_new_tokens": 5})
+    Job.objects.filter(pk=job.pk).update(
+        result={"text": "ünïcode", "metadata": {"n": [1, 2.5, None]}}, progress=0.5, started_at=timezone.now()
+    )
+    by_orm = Job.objects.get(pk=job.pk)
+    by_rows = rows.one(Job, id=job.pk, tenant_id=tenant.pk)
+    assert fields_of(by_rows) == fields_of(by_orm)
+    assert by_rows._state.adding is False and by_rows._state.db == by_orm._state.db
+    assert by_rows.started_at.tzinfo is not None and by_rows.result["metadata"]["n"] == [1, 2.5, None]
+    assert fields_of(rows.one(Tenant, pk=tenant.pk)) == fields_of(Tenant.objects.get(pk=tenant.pk))
+
+
+def test_one_is_none_when_nothing_matches_and_refresh_raises_for_a_gone_row(tenant) -> None:  # noqa: ANN001
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "x"})
+    assert rows.one(Job, id=job.pk, tenant_id=Tenant.objects.create(name="B", slug="b").pk) is None
+    assert rows.one(ApiKey, prefix="nothere") is None
+    stale = Job.objects.get(pk=job.pk)
+    Job.objects.filter(pk=job.pk).update(state="cancelled")
+    rows.refresh(stale)
+    assert stale.state == "cancelled"
+    Job.objects.filter(pk=job.pk).delete()
+    with pytest.raises(Job.DoesNotExist):
+        rows.refresh(stale)
+
+
+def test_all_orders_and_values_filter_by_gte(tenant) -> None:  # noqa: ANN001
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "x"})
+    for index in (2, 0, 1):
+        Artifact.objects.create(
+            job=job, index=index, file=f"a/{index}.png", filename=f"{index}.png", content_type="image/png", size=index
+        )
+    listed = rows.all(Artifact, order_by=["index"], job_id=job.pk)
+    assert [a.index for a in listed] == [0, 1, 2]
+    assert [fields_of(a) for a in listed] == [fields_of(a) for a in Artifact.objects.filter(job=job).order_by("index")]
+    assert [a.index for a in rows.all(Artifact, order_by=["-index"], job_id=job.pk)] == [2, 1, 0]
+
+    now = timezone.now()
+    WorkerStatus.objects.create(name="old", queues=["cpu"], engines=[])
+    WorkerStatus.objects.create(name="new", queues=["gpu", "cpu"], engines=[{"generator": "g"}])
+    WorkerStatus.objects.filter(name="old").update(updated_at=now - timedelta(hours=1))
+    assert rows.values(WorkerStatus, ["queues", "engines"], updated_at__gte=now - timedelta(minutes=1)) == [
+        (["gpu", "cpu"], [{"generator": "g"}])
+    ]
+    with pytest.raises(ValueError, match="unsupported condition"):
+        rows.values(WorkerStatus, ["queues"], updated_at__lt=now)
