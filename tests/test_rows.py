@@ -65,3 +65,24 @@ def test_all_orders_and_values_filter_by_gte(tenant) -> None:  # noqa: ANN001
     ]
     with pytest.raises(ValueError, match="unsupported condition"):
         rows.values(WorkerStatus, ["queues"], updated_at__lt=now)
+
+
+def test_update_writes_what_the_orm_reads_back_and_only_where_the_conditions_hold(tenant) -> None:  # noqa: ANN001
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "x"})
+    when = timezone.now()
+    assert rows.update(Job, {"state": "succeeded", "result": {"text": "é"}}, pk=job.pk, attempts=job.attempts + 1) == 0
+    assert Job.objects.get(pk=job.pk).state == "queued"  # a stale attempt writes nothing
+    changed = rows.update(
+        Job,
+        {"state": "succeeded", "result": {"text": "é", "n": [1]}, "finished_at": when, "lease_expires_at": None},
+        pk=job.pk,
+        state="queued",
+    )
+    assert changed == 1
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.state, stored.result, stored.finished_at, stored.lease_expires_at) == (
+        "succeeded",
+        {"text": "é", "n": [1]},
+        when,
+        None,
+    )

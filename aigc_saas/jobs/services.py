@@ -281,9 +281,7 @@ def cancel_requested_among(job_ids: list[Any]) -> list[Any]:
 
 def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
     """The one way into a terminal state: a fenced update (`expect`), then `end` event, signal and webhook."""
-    updated = Job.objects.filter(pk=job.pk, **expect).update(
-        finished_at=timezone.now(), lease_expires_at=None, **fields
-    )
+    updated = rows.update(Job, {"finished_at": timezone.now(), "lease_expires_at": None, **fields}, pk=job.pk, **expect)
     if updated:
         rows.refresh(job)
         transaction.on_commit(lambda: notify_finished(job.pk, job))

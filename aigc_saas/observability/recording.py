@@ -73,13 +73,14 @@ def _record_finished(job: Any) -> None:
 @functools.lru_cache(maxsize=2048)
 def tenant_of_job(job_id: str) -> str | None:
     """A job's tenant id for a log line that knows only the job id (a job never changes tenant: cached)."""
+    from aigc_saas import rows
     from aigc_saas.jobs.models import Job
 
-    try:
-        tenant = Job.objects.filter(pk=job_id).values_list("tenant_id", flat=True).first()
+    try:  # rows: Celery's "received" line of every job passes here, and the ORM's compiler was 8 % of a worker
+        found = rows.values(Job, ["tenant_id"], id=job_id)
     except Exception:  # noqa: BLE001 - a log line must never fail on a database hiccup
         return None
-    return str(tenant) if tenant is not None else None
+    return str(found[0][0]) if found else None
 
 
 _loads_seen: set[tuple[str, float]] = set()

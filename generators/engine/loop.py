@@ -218,9 +218,10 @@ class StepEngine(_EngineThread):
             self.runner.reset()
             del exc
             return [Output(seq, outcome=error) for seq in rows]
-        self.steps_total += 1
-        self.rows_total += len(self.scheduler.running)
-        self.step_seconds_total += time.perf_counter() - started
+        if self.scheduler.running:  # a step that only let rows go (the last one cancelled) decoded nothing
+            self.steps_total += 1
+            self.rows_total += len(self.scheduler.running)
+            self.step_seconds_total += time.perf_counter() - started
         for out in outputs:
             if out.outcome is not None:
                 self.scheduler.finish(out.seq)
