@@ -86,3 +86,30 @@ def test_update_writes_what_the_orm_reads_back_and_only_where_the_conditions_hol
         when,
         None,
     )
+
+
+def test_insert_stores_what_create_stores_and_sends_the_save_signals(tenant) -> None:  # noqa: ANN001
+    from django.db.models.signals import post_save
+
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs) -> None:  # noqa: ANN001
+        seen.append((instance.pk, created, instance._state.adding))
+
+    post_save.connect(receiver, sender=Job)
+    try:
+        values = {"tenant": tenant, "generator": "g", "plugin_version": "1", "model_id": "m", "params": {"a": [1]}}
+        made = Job(**values)
+        rows.insert(made)
+        by_orm = Job.objects.create(**values)
+    finally:
+        post_save.disconnect(receiver, sender=Job)
+    stored = fields_of(Job.objects.get(pk=made.pk))
+    assert stored == fields_of(made)  # auto_now_add filled on the instance as save() does
+    expected = fields_of(Job.objects.get(pk=by_orm.pk))
+    for name in ("id", "created_at", "updated_at"):
+        stored.pop(name), expected.pop(name)
+    assert stored == expected
+    assert seen == [(made.pk, True, False), (by_orm.pk, True, False)]
+    with pytest.raises(ValueError, match="primary key"):
+        rows.insert(Tenant(id=None, name="x", slug="x"))

@@ -198,9 +198,10 @@ async def wait_for_end(job_id: Any, timeout: float) -> bool:
 
 
 def _is_terminal(job_id: Any) -> bool:
+    from aigc_saas import rows
     from aigc_saas.jobs.models import TERMINAL_STATES, Job
 
-    return Job.objects.filter(pk=job_id, state__in=TERMINAL_STATES).exists()
+    return any(state in TERMINAL_STATES for (state,) in rows.values(Job, ["state"], id=job_id))
 
 
 def request_cancel(job_id: Any) -> None:

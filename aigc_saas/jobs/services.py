@@ -86,7 +86,7 @@ def submit_job(
     try:
         with transaction.atomic():
             capacity.enforce_quota(tenant)
-            job = Job.objects.create(
+            job = Job(
                 tenant=tenant,
                 api_key=api_key,
                 generator=generator,
@@ -104,6 +104,7 @@ def submit_job(
                 dispatched_at=timezone.now(),
                 dispatch_count=1,
             )
+            rows.insert(job)  # Job.objects.create's save, without its compiler (aigc_saas.rows)
             _after_commit_publish(job.pk, "state", {"state": JobState.QUEUED})
             transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue, counted=True))
     except IntegrityError:
