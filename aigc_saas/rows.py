@@ -7,8 +7,8 @@ in 0.04 ms. Here the SQL of each lookup shape is written once, run on a plain cu
 the converters the ORM would apply (UUIDs, JSON, aware datetimes; `compiler.get_converters` builds the same list),
 so `one` and `all` give the instance `Model.from_db` gives the ORM. A read costs 0.1–0.2 ms.
 
-`update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments: `name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`)
-and `name__gte=value`.
+`update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments: `name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`),
+`name__gte=value` and `name__in=[values]`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
 
-OPERATORS = {"": "=", "gte": ">="}
+OPERATORS = {"": "=", "gte": ">=", "in": "IN"}
 
 # Per (model, vendor, shape): the SQL text and what each condition needs. Threads may build one twice: same value.
 _plans: dict[tuple[Any, ...], tuple[str, list[models.Field]]] = {}
@@ -56,11 +56,12 @@ def update(model: type[models.Model], values: dict[str, Any], **conditions: Any)
     fenced writes of a job's end: the ORM's compiler cost more than the statement."""
     using = router.db_for_write(model)
     connection = connections[using]
-    key = ("update", model, connection.vendor, tuple(values), tuple(conditions))
+    shape = _shape(conditions)
+    key = ("update", model, connection.vendor, tuple(values), shape)
     plan = _plans.get(key)
     if plan is None:
         quote = connection.ops.quote_name
-        where, condition_fields = _where(connection, model, tuple(conditions))
+        where, condition_fields = _where(connection, model, shape)
         set_fields = [_field(model, name) for name in values]
         assignments = ", ".join(f"{quote(f.column)} = %s" for f in set_fields)
         plan = _plans[key] = (
@@ -68,10 +69,11 @@ def update(model: type[models.Model], values: dict[str, Any], **conditions: Any)
             [*set_fields, *condition_fields],
         )
     sql, fields = plan
+    set_fields, condition_fields = fields[: len(values)], fields[len(values) :]
     params = [
-        field.get_db_prep_save(value, connection) if index < len(values) else field.get_db_prep_value(value, connection)
-        for index, (field, value) in enumerate(zip(fields, [*values.values(), *conditions.values()], strict=True))
+        field.get_db_prep_save(value, connection) for field, value in zip(set_fields, values.values(), strict=True)
     ]
+    params += _params(connection, condition_fields, conditions)
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
@@ -139,15 +141,13 @@ def _run(
     order_by: tuple[str, ...],
     limit: int | None,
 ) -> list[tuple[Any, ...]]:
-    key = (model, connection.vendor, tuple(columns), tuple(conditions), order_by, limit)
+    shape = _shape(conditions)
+    key = (model, connection.vendor, tuple(columns), shape, order_by, limit)
     plan = _plans.get(key)
     if plan is None:
-        plan = _plans[key] = _plan(connection, model, columns, tuple(conditions), order_by, limit)
+        plan = _plans[key] = _plan(connection, model, columns, shape, order_by, limit)
     sql, condition_fields = plan
-    params = [
-        field.get_db_prep_value(value, connection)
-        for field, value in zip(condition_fields, conditions.values(), strict=True)
-    ]
+    params = _params(connection, condition_fields, conditions)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -157,12 +157,12 @@ def _plan(
     connection: Any,
     model: type[models.Model],
     columns: list[str],
-    names: tuple[str, ...],
+    shape: tuple[tuple[str, int], ...],
     order_by: tuple[str, ...],
     limit: int | None,
 ) -> tuple[str, list[models.Field]]:
     quote = connection.ops.quote_name
-    where, fields = _where(connection, model, names)
+    where, fields = _where(connection, model, shape)
     sql = f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(model._meta.db_table)}{where}"  # noqa: S608
     if order_by:
         ordering = [
@@ -175,16 +175,36 @@ def _plan(
     return sql, fields
 
 
-def _where(connection: Any, model: type[models.Model], names: tuple[str, ...]) -> tuple[str, list[models.Field]]:
+def _shape(conditions: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """Each condition's name, and how many values an `__in` gives (its SQL has that many placeholders)."""
+    return tuple((name, len(value) if name.endswith("__in") else 0) for name, value in conditions.items())
+
+
+def _params(connection: Any, fields: list[models.Field], conditions: dict[str, Any]) -> list[Any]:
+    params: list[Any] = []
+    for field, (name, value) in zip(fields, conditions.items(), strict=True):
+        if name.endswith("__in"):
+            params.extend(field.get_db_prep_value(v, connection) for v in value)
+        else:
+            params.append(field.get_db_prep_value(value, connection))
+    return params
+
+
+def _where(
+    connection: Any, model: type[models.Model], shape: tuple[tuple[str, int], ...]
+) -> tuple[str, list[models.Field]]:
     quote = connection.ops.quote_name
     fields, where = [], []
-    for name in names:
+    for name, count in shape:
         base, _, op = name.partition("__")
         if op not in OPERATORS:
-            raise ValueError(f"rows: unsupported condition {name!r} (use name= or name__gte=)")
+            raise ValueError(f"rows: unsupported condition {name!r} (use name=, name__gte= or name__in=)")
         field = _field(model, base)
         fields.append(field)
-        where.append(f"{quote(field.column)} {OPERATORS[op]} %s")
+        if op == "in":
+            where.append(f"{quote(field.column)} IN ({', '.join(['%s'] * count)})" if count else "1 = 0")
+        else:
+            where.append(f"{quote(field.column)} {OPERATORS[op]} %s")
     return (f" WHERE {' AND '.join(where)}" if where else ""), fields
 
 

@@ -113,3 +113,24 @@ def test_insert_stores_what_create_stores_and_sends_the_save_signals(tenant) -> 
     assert seen == [(made.pk, True, False), (by_orm.pk, True, False)]
     with pytest.raises(ValueError, match="primary key"):
         rows.insert(Tenant(id=None, name="x", slug="x"))
+
+
+def test_in_conditions_take_any_number_of_values(tenant) -> None:  # noqa: ANN001
+    jobs = [services.submit_job(tenant, "transformers-text", {"prompt": f"p{i}"}) for i in range(3)]
+    Job.objects.filter(pk=jobs[1].pk).update(cancel_requested=True)
+    ids = [j.pk for j in jobs]
+    assert rows.values(Job, ["id"], id__in=ids, cancel_requested=True) == [(jobs[1].pk,)]
+    assert sorted(pk for (pk,) in rows.values(Job, ["id"], id__in=ids[:2])) == sorted(ids[:2])
+    assert rows.values(Job, ["id"], id__in=[]) == []
+    assert rows.update(Job, {"progress": 0.5}, id__in=ids[1:]) == 2
+    assert sorted(Job.objects.filter(progress=0.5).values_list("pk", flat=True)) == sorted(ids[1:])
+
+
+def test_a_placement_is_written_only_for_the_attempt_that_claimed(tenant) -> None:  # noqa: ANN001
+    first, second = (services.submit_job(tenant, "transformers-text", {"prompt": p}) for p in ("a", "b"))
+    claimed = [services.claim_job(first.pk, "w"), services.claim_job(second.pk, "w")]
+    stale = Job.objects.get(pk=second.pk)
+    stale.attempts -= 1  # an older attempt of the second job
+    services.record_placement([(claimed[0], "cpu", "9.9"), (stale, "cuda:0", "9.9")])
+    assert Job.objects.values_list("device", "plugin_version").get(pk=first.pk) == ("cpu", "9.9")
+    assert Job.objects.get(pk=second.pk).device != "cuda:0"

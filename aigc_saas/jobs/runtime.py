@@ -11,8 +11,8 @@ from dataclasses import asdict
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 
+from aigc_saas import rows
 from aigc_saas.assets.inputs import attach_inputs
 from aigc_saas.jobs import capacity, engine_host, events, services
 from aigc_saas.jobs.engine_host import release_connection
@@ -50,7 +50,9 @@ def worker_name() -> str:
 def resolve(job: Job) -> tuple[PluginInfo, GeneratorConfig, DeviceChoice]:
     """The plugin, its effective config (with the job's model) and the device this worker gives it."""
     info = registry().get(job.generator)
-    record = PluginRecord.objects.get(name=job.generator)
+    record = rows.one(PluginRecord, name=job.generator)
+    if record is None:
+        raise PluginRecord.DoesNotExist(f"no plugin record {job.generator!r}")
     config = effective_config(record, info.cls)
     if job.model_id and job.model_id != config.model_id:
         config = config.model_copy(update={"model_id": job.model_id})
@@ -135,12 +137,7 @@ def _prepare(jobs: list[Job]) -> tuple[list[engine_host.Claimed], list[tuple[Job
             ready.append(engine_host.Claimed(job, info, config, device, params))
         except Exception as exc:  # noqa: BLE001 - the job records the failure; the others go on
             failed.append((job, exc))
-    groups: dict[tuple[str, str], Q] = {}
-    for item in ready:  # fenced by attempt, like every write of a claimed job
-        which = (item.device.device, item.info.version)
-        groups[which] = groups.get(which, Q()) | Q(pk=item.job.pk, attempts=item.job.attempts)
-    for (device, version), jobs_of in groups.items():
-        Job.objects.filter(jobs_of).update(device=device, plugin_version=version)
+    services.record_placement([(item.job, item.device.device, item.info.version) for item in ready])
     return ready, failed
 
 

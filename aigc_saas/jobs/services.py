@@ -256,6 +256,17 @@ def _fair_pick(candidates: list[tuple], running: dict[Any, int], preferred: Any,
     return picked
 
 
+def record_placement(placed: list[tuple[Job, str, str]]) -> None:
+    """Where each claimed job runs: (job, device, plugin version), each fenced by its attempt. One statement
+    per job, its SQL written once (aigc_saas.rows), in one transaction: an OR of one fenced lookup per job
+    cost the ORM's compiler more than all of them together."""
+    if not placed:
+        return
+    with transaction.atomic():
+        for job, device, version in placed:
+            rows.update(Job, {"device": device, "plugin_version": version}, pk=job.pk, attempts=job.attempts)
+
+
 def renew_lease(job: Job) -> bool:
     """Extend the lease of the attempt `job` holds; False when that attempt no longer owns the job."""
     return bool(
@@ -277,7 +288,7 @@ def cancel_requested_among(job_ids: list[Any]) -> list[Any]:
     """Which of these jobs a user asked to cancel (one query for a worker's whole batch)."""
     if not job_ids:
         return []
-    return list(Job.objects.filter(pk__in=job_ids, cancel_requested=True).values_list("pk", flat=True))
+    return [pk for (pk,) in rows.values(Job, ["id"], id__in=job_ids, cancel_requested=True)]
 
 
 def _finalize(job: Job, *, expect: dict[str, Any], **fields: Any) -> bool:
