@@ -8,7 +8,7 @@ the converters the ORM would apply (UUIDs, JSON, aware datetimes; `compiler.get_
 so `one` and `all` give the instance `Model.from_db` gives the ORM. A read costs 0.1–0.2 ms.
 
 `update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments: `name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`),
-`name__gte=value` and `name__in=[values]`.
+`name__gte=value`, `name__lt=value` and `name__in=[values]`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
 
-OPERATORS = {"": "=", "gte": ">=", "in": "IN"}
+OPERATORS = {"": "=", "gte": ">=", "lt": "<", "in": "IN"}
 
 # Per (model, vendor, shape): the SQL text and what each condition needs. Threads may build one twice: same value.
 _plans: dict[tuple[Any, ...], tuple[str, list[models.Field]]] = {}
@@ -40,14 +40,21 @@ def all(model: type[M], order_by: Sequence[str] = (), **conditions: Any) -> list
     return _instances(model, conditions, order_by=tuple(order_by))
 
 
-def values(model: type[models.Model], names: Sequence[str], **conditions: Any) -> list[tuple[Any, ...]]:
-    """The `names` columns (converted as the ORM would) of every row that meets `conditions`."""
+def values(
+    model: type[models.Model],
+    names: Sequence[str],
+    order_by: Sequence[str] = (),
+    limit: int | None = None,
+    **conditions: Any,
+) -> list[tuple[Any, ...]]:
+    """The `names` columns (converted as the ORM would) of every row that meets `conditions`, ordered by
+    `order_by`, at most `limit`."""
     using = router.db_for_read(model)
     connection = connections[using]
     fields = [_field(model, name) for name in names]
     return [
         tuple(_convert(connection, model, fields, row))
-        for row in _run(connection, model, [f.column for f in fields], conditions, (), None)
+        for row in _run(connection, model, [f.column for f in fields], conditions, tuple(order_by), limit)
     ]
 
 
@@ -198,7 +205,7 @@ def _where(
     for name, count in shape:
         base, _, op = name.partition("__")
         if op not in OPERATORS:
-            raise ValueError(f"rows: unsupported condition {name!r} (use name=, name__gte= or name__in=)")
+            raise ValueError(f"rows: unsupported condition {name!r} (use name=, name__gte=, name__lt= or name__in=)")
         field = _field(model, base)
         fields.append(field)
         if op == "in":

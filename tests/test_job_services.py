@@ -234,3 +234,14 @@ def test_a_text_job_no_live_engine_could_ever_hold_is_refused_at_submission(tena
         services.submit_job(tenant, "transformers-text", {"prompt": "x" * 1600, "max_new_tokens": 250})
     assert refused.value.code == "context_exceeds_kv_budget"
     assert "`params.max_new_tokens`" in refused.value.message
+
+
+def test_a_claim_takes_a_lapsed_job_by_its_age_among_queued_ones(tenant) -> None:  # noqa: ANN001
+    older, newer = (services.submit_job(tenant, "transformers-text", {"prompt": p}) for p in ("old", "new"))
+    services.claim_job(older.pk, "dead-worker")
+    Job.objects.filter(pk=older.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    live = Job.objects.create(tenant=tenant, generator="transformers-text", model_id="m", queue=older.queue)
+    services.claim_job(live.pk, "busy-worker")  # running under a live lease: never a candidate
+    taken = services.claim_batch(older.queue, "w2", limit=3)
+    assert [j.pk for j in taken] == [older.pk, newer.pk]
+    assert [j.attempts for j in taken] == [2, 1] and {j.worker for j in taken} == {"w2"}

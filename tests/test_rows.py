@@ -64,7 +64,7 @@ def test_all_orders_and_values_filter_by_gte(tenant) -> None:  # noqa: ANN001
         (["gpu", "cpu"], [{"generator": "g"}])
     ]
     with pytest.raises(ValueError, match="unsupported condition"):
-        rows.values(WorkerStatus, ["queues"], updated_at__lt=now)
+        rows.values(WorkerStatus, ["queues"], updated_at__lte=now)
 
 
 def test_update_writes_what_the_orm_reads_back_and_only_where_the_conditions_hold(tenant) -> None:  # noqa: ANN001

@@ -209,11 +209,7 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
     """
     for _ in range(5):  # another worker may win every candidate: pick again
         now = timezone.now()
-        candidates = list(
-            Job.objects.filter(_claimable(now), queue=queue)
-            .order_by("created_at")
-            .values_list("pk", "tenant_id", "state", "attempts")[:200]
-        )
+        candidates = _claim_candidates(queue, now, 200)
         if not candidates:
             return []
         running = (
@@ -235,13 +231,25 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
         # This claim's rows: this worker, this start time (claims in one process are one at a time).
         mine = {
             str(job.pk): job
-            for job in Job.objects.filter(pk__in=picked, state=JobState.RUNNING, worker=worker, started_at=now)
+            for job in rows.all(Job, id__in=picked, state=JobState.RUNNING, worker=worker, started_at=now)
         }
         jobs = [mine[str(pk)] for pk in picked if str(pk) in mine]  # in the fair order
         # `attempt` > 1: the job starts over (its worker was lost); a stream's text so far is void.
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return jobs
     return []
+
+
+def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
+    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts): `_claimable` as two
+    reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM compiled the OR anew every claim."""
+    names = ["id", "tenant_id", "state", "attempts", "created_at"]
+    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED)
+    lapsed = rows.values(
+        Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
+    )
+    oldest = sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
+    return [row[:4] for row in oldest]
 
 
 def _fair_pick(candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int) -> list[tuple]:
