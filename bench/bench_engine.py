@@ -305,35 +305,48 @@ def main() -> None:
 
         # ---- A. through the stack ---------------------------------------------------------------------
         jobs = [text_params(p, n_new) for p in prompts(32)]
-        start = time.perf_counter()
-        sequential = [client.run(p) for p in jobs[: args.sequential]]
-        figures["stack_one_at_a_time"] = tokens(sequential) / (time.perf_counter() - start)
-        figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
+        # The one-at-a-time jobs run in slices between the concurrent runs, so that the machine's drift from one
+        # minute to the next weighs on both sides of the ratio alike.
+        slices = [jobs[: args.sequential][i :: repeats + 1] for i in range(repeats + 1)]
+        sequential_tokens, sequential_seconds = 0, 0.0
+
+        def one_at_a_time(chunk: list[dict]) -> None:
+            nonlocal sequential_tokens, sequential_seconds
+            start = time.perf_counter()
+            sequential_tokens += tokens([client.run(p) for p in chunk])
+            sequential_seconds += time.perf_counter() - start
+
         rates, lines = [], []
-        before = engine_counters(base)
-        cpu_before, walls = cpu_now(), 0.0
-        for _ in range(repeats):
+        cpu_seconds = dict.fromkeys(cpu_now(), 0.0)
+        engine_seconds: dict[str, float] = {}  # the engine's counters over the concurrent runs alone
+        walls = 0.0
+        for index in range(repeats):
+            one_at_a_time(slices[index])
+            time.sleep(0.5)  # the worker samples its engines after each task
+            before = engine_counters(base)
+            cpu_before = cpu_now()
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
+            for role, seconds in cpu_now().items():
+                cpu_seconds[role] += seconds - cpu_before[role]
+            time.sleep(0.5)
+            for name, value in engine_counters(base).items():
+                engine_seconds[name] = engine_seconds.get(name, 0.0) + value - before.get(name, 0.0)
             rates.append(tokens(done) / wall)
             lines.append(timeline(done))
             walls += wall
-        cpu_after = cpu_now()
+        one_at_a_time(slices[repeats])
+        figures["stack_one_at_a_time"] = sequential_tokens / sequential_seconds
+        figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
         figures["stack_32_concurrent"] = median_of(rates)
         for name in lines[0]:
             figures[f"stack_32_{name}"] = median_of([line[name] for line in lines])
-        for role, seconds in cpu_after.items():  # where the machine's cores went: CPU ms per job, by process
-            figures[f"stack_32_cpu_ms_per_job_{role}"] = 1000 * (seconds - cpu_before[role]) / (32 * repeats)
+        for role, seconds in cpu_seconds.items():  # where the machine's cores went: CPU ms per job, by process
+            figures[f"stack_32_cpu_ms_per_job_{role}"] = 1000 * seconds / (32 * repeats)
         figures["stack_32_cpu_ms_per_job_available"] = 1000 * walls * (os.cpu_count() or 1) / (32 * repeats)
-        time.sleep(0.5)  # the worker samples its engines after each task
-        after = engine_counters(base)
-        steps = after["aigc_engine_steps"] - before["aigc_engine_steps"]
+        steps = engine_seconds.get("aigc_engine_steps", 0.0)
         if steps > 0:  # where the worker's time went: how full its batches were, how long a step took
-            figures["stack_32_mean_rows_per_step"] = (
-                after["aigc_engine_rows_stepped"] - before["aigc_engine_rows_stepped"]
-            ) / steps
-            figures["stack_32_mean_step_ms"] = (
-                1000 * (after["aigc_engine_step_seconds"] - before["aigc_engine_step_seconds"]) / steps
-            )
+            figures["stack_32_mean_rows_per_step"] = engine_seconds["aigc_engine_rows_stepped"] / steps
+            figures["stack_32_mean_step_ms"] = 1000 * engine_seconds["aigc_engine_step_seconds"] / steps
             figures["stack_32_steps_per_run"] = steps / repeats
         watched = client.submit(text_params("a job to watch", 8))
         pollers = Pollers(client, watched["url"], 64, 0.1)
@@ -378,14 +391,12 @@ def main() -> None:
             # ---- D. one ~1 s job ---------------------------------------------------------------------------
             n = max(8, int(figures["raw_single"]))  # about one second of tokens alone
             one = text_params("one second of text", n)
-            direct, direct_ttft = [], []
-            for _ in range(repeats):
+            direct, direct_ttft, through, ttft = [], [], [], []
+            for _ in range(repeats + 2):  # alternated, so the machine's drift between minutes hits both sides
                 start = time.perf_counter()
                 generator.generate(generator.validate_params(one), LocalContext(device))
                 direct.append(time.perf_counter() - start)
                 direct_ttft.append(engine_direct.run([one])[1][0])
-            through, ttft = [], []
-            for _ in range(repeats):
                 start = time.perf_counter()
                 client.run(one)
                 through.append(time.perf_counter() - start)
