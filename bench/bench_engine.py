@@ -403,6 +403,8 @@ def main() -> None:
                 ttft.append(first_token_seconds(client, one)[0])
             figures["one_job_direct_s"] = median_of(direct)
             figures["one_job_stack_s"] = median_of(through)
+            # Each stack run against the direct call just before it: the machine's speed moves within minutes.
+            figures["one_job_ratio"] = median_of([t / d for t, d in zip(through, direct, strict=True)])
             figures["ttft_direct_s"] = median_of(direct_ttft)
             figures["ttft_sse_s"] = median_of(ttft)
 

@@ -79,7 +79,8 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         print("D. one job of about 1 s")
         print(
             f"   direct {f['one_job_direct_s'] * 1000:.0f} ms, through the stack to a waiting client "
-            f"{f['one_job_stack_s'] * 1000:.0f} ms: {f['one_job_stack_s'] / f['one_job_direct_s']:.2f}x (target <= 1.10)"
+            f"{f['one_job_stack_s'] * 1000:.0f} ms (medians): each run against the direct call before it "
+            f"{f.get('one_job_ratio', f['one_job_stack_s'] / f['one_job_direct_s']):.2f}x (median; target <= 1.10)"
         )
         print(
             f"   first token: direct {f['ttft_direct_s'] * 1000:.0f} ms, over SSE from submission "
