@@ -7,8 +7,9 @@ in 0.04 ms. Here the SQL of each lookup shape is written once, run on a plain cu
 the converters the ORM would apply (UUIDs, JSON, aware datetimes; `compiler.get_converters` builds the same list),
 so `one` and `all` give the instance `Model.from_db` gives the ORM. A read costs 0.1–0.2 ms.
 
-`update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments: `name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`),
-`name__gte=value`, `name__lt=value` and `name__in=[values]`.
+`update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments:
+`name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`), `name__gte=value`,
+`name__lt=value` and `name__in=[values]`.
 """
 
 from __future__ import annotations
@@ -58,27 +59,27 @@ def values(
     ]
 
 
-def update(model: type[models.Model], values: dict[str, Any], **conditions: Any) -> int:
-    """`UPDATE … SET values WHERE conditions` (plain values, no expressions): how many rows changed. The worker's
-    fenced writes of a job's end: the ORM's compiler cost more than the statement."""
+def update(model: type[models.Model], changes: dict[str, Any], **conditions: Any) -> int:
+    """`UPDATE … SET changes WHERE conditions` (plain values, no expressions): how many rows changed. The worker's
+    fenced writes (a job's end, where claimed jobs run): the ORM's compiler cost more than the statement."""
     using = router.db_for_write(model)
     connection = connections[using]
     shape = _shape(conditions)
-    key = ("update", model, connection.vendor, tuple(values), shape)
+    key = ("update", model, connection.vendor, tuple(changes), shape)
     plan = _plans.get(key)
     if plan is None:
         quote = connection.ops.quote_name
         where, condition_fields = _where(connection, model, shape)
-        set_fields = [_field(model, name) for name in values]
+        set_fields = [_field(model, name) for name in changes]
         assignments = ", ".join(f"{quote(f.column)} = %s" for f in set_fields)
         plan = _plans[key] = (
             f"UPDATE {quote(model._meta.db_table)} SET {assignments}{where}",  # noqa: S608
             [*set_fields, *condition_fields],
         )
     sql, fields = plan
-    set_fields, condition_fields = fields[: len(values)], fields[len(values) :]
+    set_fields, condition_fields = fields[: len(changes)], fields[len(changes) :]
     params = [
-        field.get_db_prep_save(value, connection) for field, value in zip(set_fields, values.values(), strict=True)
+        field.get_db_prep_save(value, connection) for field, value in zip(set_fields, changes.values(), strict=True)
     ]
     params += _params(connection, condition_fields, conditions)
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
