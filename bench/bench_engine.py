@@ -21,12 +21,12 @@ ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measur
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,29 +143,24 @@ def text_params(prompt: str, n: int, **extra: object) -> dict:
 
 
 class Pollers:
-    """`count` clients polling a job's detail every `interval` seconds, as naive clients do."""
+    """`count` clients polling a job's detail every `interval` seconds, as naive clients do, from a process of their
+    own (bench/pollers.py: clients on other machines would not share this process's GIL with the measured ones)."""
 
-    def __init__(self, client: Client, job_url: str, count: int, interval: float) -> None:
-        self.stop = threading.Event()
-        self.requests = 0
-        self.threads = [
-            threading.Thread(target=self._poll, args=(client, job_url, interval), daemon=True) for _ in range(count)
-        ]
-        for t in self.threads:
-            t.start()
-
-    def _poll(self, client: Client, url: str, interval: float) -> None:
-        session = requests.Session()
-        session.headers.update(client.session.headers)
-        while not self.stop.is_set():
-            session.get(url, timeout=30)
-            self.requests += 1
-            time.sleep(interval)
+    def __init__(self, key: str, job_url: str, count: int, interval: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("pollers.py")), job_url, key, str(count), str(interval)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.requests = self.errors = 0
+        self.seconds = self.cpu_seconds = 0.0
 
     def close(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(5)
+        out, _ = self.process.communicate("", timeout=60)
+        counts = json.loads(out.strip().splitlines()[-1])
+        self.requests, self.errors = counts["requests"], counts["errors"]
+        self.seconds, self.cpu_seconds = counts["seconds"], counts["cpu"]
 
 
 def first_token_seconds(client: Client, params: dict) -> tuple[float, float]:
@@ -349,13 +344,29 @@ def main() -> None:
             figures["stack_32_mean_step_ms"] = 1000 * engine_seconds["aigc_engine_step_seconds"] / steps
             figures["stack_32_steps_per_run"] = steps / repeats
         watched = client.submit(text_params("a job to watch", 8))
-        pollers = Pollers(client, watched["url"], 64, 0.1)
+        # The polls alone first: what one costs the web, and what share of the machine 64 pollers take.
+        pollers = Pollers(key, watched["url"], 64, 0.1)
+        time.sleep(0.5)  # every poller connected and polling
+        cpu_before = cpu_now()
+        time.sleep(2.0)
+        cpu_after = cpu_now()
+        pollers.close()
+        served = pollers.requests * 2.0 / pollers.seconds  # about the polls of the 2 s measured
+        figures["poll_web_cpu_ms_per_poll"] = 1000 * (cpu_after["web"] - cpu_before["web"]) / served
+        figures["poll_share_of_cores"] = (
+            sum(cpu_after[r] - cpu_before[r] for r in ("web", "redis")) + 2.0 * pollers.cpu_seconds / pollers.seconds
+        ) / (2.0 * (os.cpu_count() or 1))
+        pollers = Pollers(key, watched["url"], 64, 0.1)
         try:
+            time.sleep(0.5)  # every poller connected and polling
             wall, done = concurrent([Client(base, key) for _ in range(32)], jobs)
         finally:
             pollers.close()
+        if pollers.errors:
+            raise SystemExit(f"{pollers.errors} polls failed")
         figures["stack_32_concurrent_64_pollers"] = tokens(done) / wall
-        figures["poll_requests_per_s"] = pollers.requests / wall
+        figures["poll_requests_per_s"] = pollers.requests / pollers.seconds
+        figures["poll_cpu_ms_per_poll"] = 1000 * pollers.cpu_seconds / max(pollers.requests, 1)
 
         if "B" in parts:
             # ---- B. mixed lengths --------------------------------------------------------------------------

@@ -61,8 +61,14 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
         f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "
         f"{f['stack_32_concurrent_64_pollers'] / f['raw_batch32']:.2f}x raw batch "
-        f"({f['poll_requests_per_s']:.0f} polls/s served)"
+        f"({f['poll_requests_per_s']:.0f} polls/s served; the pollers' own process "
+        f"{f.get('poll_cpu_ms_per_poll', 0):.2f} ms CPU a poll)"
     )
+    if "poll_web_cpu_ms_per_poll" in f:
+        print(
+            f"   ... the polls alone: {f['poll_web_cpu_ms_per_poll']:.2f} ms of web CPU each; with the pollers' own "
+            f"process and Redis {100 * f['poll_share_of_cores']:.0f} % of the machine's cores"
+        )
     if "mixed_lengths_64" in f:
         print("B. 64 jobs, mixed max_new_tokens 16..256 vs all of their mean length (tokens/s)")
         print(
