@@ -140,9 +140,21 @@ class _EngineThread:
 class StepEngine(_EngineThread):
     """Iteration-level scheduling over a StepRunner."""
 
-    def __init__(self, runner: StepRunner, *, budget_tokens: int, max_rows: int, emit: Emit, name: str = "") -> None:
+    def __init__(
+        self,
+        runner: StepRunner,
+        *,
+        budget_tokens: int,
+        max_rows: int,
+        emit: Emit,
+        name: str = "",
+        emit_linger: float = 0.0,
+    ) -> None:
         super().__init__(name, emit)
         self.runner = runner
+        # Outputs of successive steps may be held up to this long and emitted together, where each emit costs
+        # (a pipe message from an engine process). A job's first token and every outcome go out at once.
+        self.emit_linger = emit_linger
         reserve = getattr(runner, "reserve", None)  # a runner that preallocates its cache sizes it from the budget
         if reserve is not None:
             budget_tokens = reserve(budget_tokens, max_rows)
@@ -171,8 +183,11 @@ class StepEngine(_EngineThread):
 
     def loop(self) -> None:
         scheduler = self.scheduler
+        held: list[Output] = []  # emitted with a later step's outputs (emit_linger)
+        held_since = 0.0
         while (incoming := self._take(lambda: scheduler.idle, poll=0.5)) is not None:
-            outputs: list[Output] = []
+            outputs: list[Output] = held
+            holding = bool(held)
             for seq in incoming:
                 refusal = self._admit(seq)
                 if refusal is not None:
@@ -183,9 +198,24 @@ class StepEngine(_EngineThread):
                 scheduler.finish(seq)  # leaves at this step boundary; the others go on
                 outputs.append(Output(seq, outcome=stopped(seq)))
             plan = scheduler.plan()
+            fresh: list[Output] = []
             if plan.joining or plan.leaving or scheduler.running:
-                outputs.extend(self._step(plan.joining, plan.leaving))
-            self._emit(outputs)
+                fresh = self._step(plan.joining, plan.leaving)
+                outputs.extend(fresh)
+            if not outputs:
+                continue
+            now = time.monotonic()
+            held_since = held_since if holding else now
+            if (
+                scheduler.idle  # nothing more will step: nothing may wait for a later emit
+                or now - held_since >= self.emit_linger
+                or any(out.outcome is not None for out in outputs)
+                or any(out.token is not None and out.token[0] == 0 for out in fresh)  # a first token
+            ):
+                self._emit(outputs)
+                held = []
+            else:
+                held = outputs
 
     def _admit(self, seq: Sequence) -> GeneratorError | None:
         try:

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 # Modules the fork server imports once, so each engine process starts without importing torch again.
 PRELOAD = ["torch", "transformers", "generators.engine.loop"]
 STATS_SECONDS = 0.25  # how often the counters ride along with the outputs (and always with an outcome)
+# Each step's outputs were one pipe message: pickled, sent and read back by the worker, a few tens of microseconds a
+# step on each side. Steps of a few rows take under a millisecond, so the engine process sends what several steps
+# emitted together, at most this much later (first tokens and outcomes at once). The worker's event publisher
+# lingers 20 ms before it writes to Redis anyway, so a client sees the same stream.
+EMIT_LINGER_SECONDS = 0.005
 
 _context_lock = threading.Lock()
 _context: Any = None
@@ -221,6 +226,7 @@ def _child_main(conn: Any, plugin: type, config: Any, device: Any, max_rows: int
             max_rows=max_rows,
             emit=sender.emit,
             name=f"{plugin.__name__}:{getattr(config, 'model_id', '')}@{device.device}",
+            emit_linger=EMIT_LINGER_SECONDS,
         )
         sender.engine = engine
     except BaseException as exc:  # noqa: BLE001 - the parent raises it for the job that asked for the model

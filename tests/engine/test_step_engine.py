@@ -191,3 +191,46 @@ def test_a_failed_step_fails_its_rows_with_a_code_and_the_engine_serves_the_next
     after = served.submit(job(plugin, "after", max_new_tokens=5))
     assert after.future.result(30).metadata["completion_tokens"] == 5
     served.stop()
+
+
+class CallRecorder(Recorder):
+    """A Recorder that also keeps each emit call's outputs together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list] = []
+
+    def __call__(self, outputs: list) -> None:
+        with self.lock:
+            self.calls.append(list(outputs))
+        super().__call__(outputs)
+
+
+def test_with_an_emit_linger_first_tokens_and_outcomes_go_out_at_once_and_the_rest_together(plugin) -> None:  # noqa: ANN001
+    """An engine process holds the outputs of successive steps (one pipe message for several): a job's first token
+    must still go out the step it is made, an outcome with everything held before it, and nothing may be lost."""
+    recorder = CallRecorder()
+    served = StepEngine(
+        plugin.create_runner(), budget_tokens=100_000, max_rows=8, emit=recorder, name="test", emit_linger=30.0
+    )
+    first = served.submit(job(plugin, "a long one", max_new_tokens=60))
+    deadline = time.monotonic() + 30
+    while not recorder.tokens(first):
+        assert time.monotonic() < deadline, "the first token was held"
+        time.sleep(0.002)
+    assert recorder.tokens(first) == [recorder.tokens(first)[0]] and recorder.tokens(first)[0][0] == 0
+    second = served.submit(job(plugin, "joins later", max_new_tokens=8))
+    while not recorder.tokens(second):  # its first token is not held behind the first job's lingering tokens
+        assert not first.future.done(), "the joining job's first token was held until the other job ended"
+        time.sleep(0.002)
+    results = {seq: seq.future.result(60) for seq in (first, second)}
+    served.stop()
+    for seq, result in results.items():
+        tokens = recorder.tokens(seq)
+        assert [index for index, _ in tokens] == list(range(len(tokens)))
+        assert "".join(text for _, text in tokens) == result.text  # nothing held was lost
+        outcome_call = next(i for i, call in enumerate(recorder.calls) if any(o.seq is seq and o.outcome for o in call))
+        # Every token after the first was held at least until a flush; none came after the outcome.
+        assert all(o.seq is not seq for call in recorder.calls[outcome_call + 1 :] for o in call)
+    # 60 steps made far fewer emits than steps: held outputs went out together.
+    assert len(recorder.calls) < 20, [len(c) for c in recorder.calls]
