@@ -387,10 +387,12 @@ def main() -> None:
         cpu_after = cpu_now()
         pollers.close()
         served = pollers.requests * 2.0 / pollers.seconds  # about the polls of the 2 s measured
-        figures["poll_web_cpu_ms_per_poll"] = 1000 * (cpu_after["web"] - cpu_before["web"]) / served
-        figures["poll_share_of_cores"] = (
-            sum(cpu_after[r] - cpu_before[r] for r in ("web", "redis")) + 2.0 * pollers.cpu_seconds / pollers.seconds
-        ) / (2.0 * (os.cpu_count() or 1))
+        if "web" in cpu_after:  # the processes' CPU comes from /proc: absent elsewhere
+            figures["poll_web_cpu_ms_per_poll"] = 1000 * (cpu_after["web"] - cpu_before["web"]) / served
+            figures["poll_share_of_cores"] = (
+                sum(cpu_after[r] - cpu_before[r] for r in ("web", "redis"))
+                + 2.0 * pollers.cpu_seconds / pollers.seconds
+            ) / (2.0 * (os.cpu_count() or 1))
         pollers = Pollers(key, watched["url"], 64, 0.1)
         try:
             time.sleep(0.5)  # every poller connected and polling
