@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence as Seq
 from typing import Any
 
+from generators.engine.attention import use_folded_decode
 from generators.engine.causal_lm import CausalLMRunner, Row
 from generators.engine.sampling import draws, pick
 from generators.engine.sequence import Sequence
@@ -84,8 +85,11 @@ def _slot_cache_class() -> type:
 class SlotRunner(CausalLMRunner):
     """A `CausalLMRunner` whose rows live in fixed cache slots; decode steps run as CUDA graphs where `graphs`."""
 
-    def __init__(self, *args: Any, row_tokens: int, graphs: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, row_tokens: int, graphs: bool = False, fold_gqa: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Decode attention over grouped key/value heads without repeating them per query head
+        # (generators.engine.attention); switched on when the cache is allocated, False if the model cannot take it.
+        self.fold_gqa = bool(fold_gqa)
         self.row_tokens = int(row_tokens)  # positions of one slot: the longest prompt + max_new_tokens it holds
         self.graphs = bool(graphs) and str(self.device).startswith("cuda")
         # Sampling inside the decode step (one graph from token in to token out), for steps whose rows have no
@@ -93,6 +97,7 @@ class SlotRunner(CausalLMRunner):
         self.fused = self.graphs
         self.look_ahead = self.graphs  # start step n+1 before step n is booked (see `_look_ahead`)
         self._ahead: tuple[Any, dict[int, int]] | None = None
+        self._device_fed = 0  # leading rows whose next input this step's device sampling already wrote
         self._index_key: tuple[int, ...] | None = None
         self._index_tensor: Any = None
         self.slots = 0
@@ -142,6 +147,8 @@ class SlotRunner(CausalLMRunner):
     def _allocate(self) -> None:
         torch = self.torch
         self._sized()
+        if self.fold_gqa:
+            self.fold_gqa = use_folded_decode(self.model)
         config = self.model.config
         config = getattr(config, "text_config", None) or config
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
@@ -204,10 +211,13 @@ class SlotRunner(CausalLMRunner):
             # their slots' extra token with them, and rows join only after this.
             tokens, slot_map = ahead
             index = self.torch.tensor([slot_map[id(r)] for r in self.rows], dtype=self.torch.long, device=self.device)
+            self._device_fed = len(self.rows)
             return tokens.index_select(0, index).tolist()
         if not self._can_fuse():
             return super()._decode_tokens()  # logits out, grammar masks and sampling on the host side
-        return self._fused_step().index_select(0, self._slots_of_rows()).tolist()  # the step's one device read
+        tokens = self._fused_step().index_select(0, self._slots_of_rows()).tolist()  # the step's one device read
+        self._device_fed = len(self.rows)
+        return tokens
 
     def _fused_step(self) -> Any:
         index = self._slots_of_rows()
@@ -335,9 +345,16 @@ class SlotRunner(CausalLMRunner):
             self.rows.append(row)
         return logits
 
-    def _fed(self, tokens: Any) -> None:
-        """The sampled tokens (one per row, in row order) are what each row's slot feeds next."""
-        self.inputs[self._slots_of_rows(), 0] = tokens
+    def _fed(self, tokens: list[int]) -> None:
+        """The sampled tokens (one per row, in row order) are what each row's slot feeds next. A step sampled on the
+        device already wrote its decoding rows' tokens there: only the rows that joined after it are written."""
+        done, self._device_fed = self._device_fed, 0
+        if done >= len(tokens):
+            return
+        torch = self.torch
+        slots = [self.slot_of[id(r)] for r in self.rows[done:]]
+        index = torch.tensor(slots, dtype=torch.long, device=self.device)
+        self.inputs[index, 0] = torch.tensor(tokens[done:], dtype=torch.long, device=self.device)
 
     # ---- leaving ---------------------------------------------------------------------------------------------
     def _release(self, rows: list[Row]) -> None:
@@ -357,7 +374,7 @@ class SlotRunner(CausalLMRunner):
         self._release(gone)
 
     def reset(self) -> None:
-        self._ahead = None
+        self._ahead, self._device_fed = None, 0
         rows, self.rows = self.rows, []
         if self.kv is not None:
             with self.torch.inference_mode():
