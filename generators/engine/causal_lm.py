@@ -131,7 +131,7 @@ class CausalLMRunner:
         if not tokens:
             return []
         outputs: list[Output] = []
-        self._fed(torch.tensor(tokens, dtype=torch.long, device=self.device))
+        self._fed(tokens)
         self._look_ahead()  # where the runner can, the next step runs on the device while this one is booked
         reasons = [self._take(row, token) for row, token in zip(self.rows, tokens, strict=True)]
         deltas = self._detokenize(
@@ -161,9 +161,9 @@ class CausalLMRunner:
     def _look_ahead(self) -> None:
         """Start the next decode step before this step's tokens are booked (a runner that can: SlotRunner)."""
 
-    def _fed(self, tokens: Any) -> None:
+    def _fed(self, tokens: list[int]) -> None:
         """The tokens just sampled (one per row, in row order): what each row feeds at the next step."""
-        self.next_tokens = tokens
+        self.next_tokens = self.torch.tensor(tokens, dtype=self.torch.long, device=self.device)
 
     def _forward(self, input_ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.model(
