@@ -42,6 +42,7 @@ from engine_paths import (  # noqa: E402 - beside this script
     process_cpu_seconds,
     rate_beside_busy_threads,
     raw_rate,
+    release_device_memory,
 )
 from engine_report import report  # noqa: E402 - beside this script
 from stack_clients import Client, Pollers, concurrent, first_token_seconds, timeline, tokens  # noqa: E402 - beside it
@@ -93,6 +94,10 @@ def main() -> None:
     parser.add_argument(
         "--hf-static", action="store_true", help="also transformers' generate with a static cache + torch.compile"
     )
+    parser.add_argument(
+        "--fold-ab", action="store_true", help="also the raw batch with decode attention as transformers' SDPA runs it"
+    )
+    parser.add_argument("--repeats", type=int, help="samples per figure (default 3, 1 with --quick)")
     parser.add_argument("--sequential", type=int, default=32, help="jobs run one at a time through the stack")
     parser.add_argument("--json-out", type=Path, help="write the figures here as they are taken")
     parser.add_argument(
@@ -100,7 +105,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     parts = set(args.parts.upper()) | {"A"}
-    repeats = 1 if args.quick else 3
+    repeats = args.repeats or (1 if args.quick else 3)
     n_new = args.new_tokens
 
     work = Path(tempfile.mkdtemp(prefix="aigc-bench-engine-"))
@@ -175,7 +180,15 @@ def main() -> None:
         device = select_device(generator.needs)
         generator.setup(device)
         batch = [BatchItem(generator.validate_params(text_params(p, n_new)), LocalContext(device)) for p in prompts(32)]
+        if args.fold_ab:  # first, while the model still runs transformers' SDPA: the slot runner without the fold
+            generator._direct_runner = generator.create_runner()
+            generator._direct_runner.fold_gqa = False
+            figures["raw_batch32_unfolded"] = raw_rate(generator, batch, repeats)
+            figures["raw_single_unfolded"] = raw_rate(generator, batch[:1], repeats)
+            generator._direct_runner = None  # its cache goes; the next pass makes the plugin's own runner
+            release_device_memory()
         figures["raw_batch32"] = raw_rate(generator, batch, repeats)
+        figures["raw_folded_decode_attention"] = float(bool(getattr(generator._direct_runner, "fold_gqa", False)))
         engine_direct = DirectEngine(generator)
         engine_direct.run([text_params(p, n_new) for p in prompts(32)])  # warm-up
         rates = []

@@ -159,14 +159,33 @@ def hf_generate_rate(
     if static:
         kwargs["cache_implementation"] = "static"
     input_ids, kwargs["attention_mask"] = input_ids.to(generator.model.device), mask.to(generator.model.device)
-    with torch.inference_mode():
-        generator.model.generate(input_ids, **kwargs)
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+    # transformers as it comes: its own SDPA, not the slot runner's folded decode attention the model may be on.
+    attention = generator.model.config._attn_implementation
+    if attention != "sdpa":
+        generator.model.set_attn_implementation("sdpa")
+    try:
+        with torch.inference_mode():
             generator.model.generate(input_ids, **kwargs)
-            rates.append(len(ids) * n_new / (time.perf_counter() - start))
+            rates = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                generator.model.generate(input_ids, **kwargs)
+                rates.append(len(ids) * n_new / (time.perf_counter() - start))
+    finally:
+        if attention != "sdpa":
+            generator.model.set_attn_implementation(attention)
     return median_of(rates)
+
+
+def release_device_memory() -> None:
+    """Give cached accelerator memory back (a dropped runner's KV slots), so the next runner sizes from it."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def process_cpu_seconds(roots: dict[str, int]) -> dict[str, float]:

@@ -14,6 +14,7 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         ("raw_batch32_frame", "... with the left-padded frame runner:"),
         ("raw_batch32_slots_eager", "... with slots, no CUDA graphs:      "),
         ("raw_batch32_no_look_ahead", "... graphs, no look-ahead step:      "),
+        ("raw_batch32_unfolded", "... decode attention as SDPA runs it:"),
     ):
         if key in f:
             single = f[key.replace("batch32", "single")]

@@ -17,6 +17,7 @@ def main() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from generators.engine.attention import use_folded_decode
     from generators.engine.sequence import Sequence
     from generators.engine.slots import SlotRunner
     from generators.testing.tiny_models import build_tiny_text_model
@@ -52,6 +53,7 @@ def main() -> None:
         metadata=lambda p: {},
         row_tokens=1024,
         graphs=cuda,
+        fold_gqa=False,  # first as transformers' SDPA runs it (keys and values repeated per query head), below
     )
     runner.reserve(64 * 1024, 64)
     seqs = [
@@ -80,12 +82,33 @@ def main() -> None:
         eager_logits = timed(lambda: runner._body(32, width, False))
         print(f"eager body, 32 rows, width {width}: fused {eager_fused:.2f} ms, logits only {eager_logits:.2f} ms")
         if cuda:
-            graph, _ = runner._graph(32, width, True)
-            print(f"graph replay, fused: {timed(graph.replay):.2f} ms")
-            graph, _ = runner._graph(32, width, False)
-            print(f"graph replay, logits only: {timed(graph.replay):.2f} ms")
+            for fold in (False, True):  # the same shapes captured without and with the folded decode attention
+                if fold:
+                    runner.fold_gqa = use_folded_decode(model)
+                    print(f"folded decode attention in use: {runner.fold_gqa}")
+                    runner._graphs.clear()
+                label = "folded GQA" if fold else "SDPA as transformers runs it"
+                graph, _ = runner._graph(32, width, True)
+                print(f"graph replay, fused, {label}: {timed(graph.replay):.2f} ms")
+                graph, _ = runner._graph(32, width, False)
+                print(f"graph replay, logits only, {label}: {timed(graph.replay):.2f} ms")
+        else:
+            runner.fold_gqa = use_folded_decode(model)
         step = timed(lambda: runner.step([], []), n=20)
-        print(f"whole runner.step (look-ahead {runner.look_ahead}): {step:.2f} ms")
+        print(f"whole runner.step (look-ahead {runner.look_ahead}, folded {runner.fold_gqa}): {step:.2f} ms")
+        # Where the host's share of a whole step goes (the device read waits show as `tolist`).
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            runner.step([], [])
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(16)
+        print("host profile of 20 whole steps:\n" + "\n".join(text.getvalue().splitlines()[4:]))
         from torch.profiler import ProfilerActivity, profile
 
         activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
