@@ -259,6 +259,20 @@ def main() -> None:
             figures["stack_32_mean_rows_per_step"] = engine_seconds["aigc_engine_rows_stepped"] / steps
             figures["stack_32_mean_step_ms"] = 1000 * engine_seconds["aigc_engine_step_seconds"] / steps
             figures["stack_32_steps_per_run"] = steps / repeats
+            prefills = engine_seconds.get("aigc_engine_prefill_steps", 0.0)
+            figures["stack_32_prefill_steps_per_run"] = prefills / repeats
+            if prefills:
+                figures["stack_32_mean_prefill_step_ms"] = (
+                    1000 * engine_seconds["aigc_engine_prefill_step_seconds"] / prefills
+                )
+            if steps > prefills:
+                figures["stack_32_mean_decode_step_ms"] = (
+                    1000
+                    * (engine_seconds["aigc_engine_step_seconds"] - engine_seconds["aigc_engine_prefill_step_seconds"])
+                    / (steps - prefills)
+                )
+            figures["stack_32_mean_loop_ms"] = 1000 * engine_seconds["aigc_engine_loop_seconds"] / steps
+            figures["stack_32_mean_emit_ms"] = 1000 * engine_seconds["aigc_engine_emit_seconds"] / steps
         watched = client.submit(text_params("a job to watch", 8))
         # The polls alone first: what one costs the web, and what share of the machine 64 pollers take.
         pollers = Pollers(key, watched["url"], 64, 0.1)

@@ -64,7 +64,15 @@ def tokens_of(results: list) -> int:
 
 def engine_counters(base: str) -> dict[str, float]:
     """The text engine's cumulative counters from /metrics, summed over workers."""
-    names = ("aigc_engine_steps", "aigc_engine_rows_stepped", "aigc_engine_step_seconds")
+    names = (
+        "aigc_engine_steps",
+        "aigc_engine_rows_stepped",
+        "aigc_engine_step_seconds",
+        "aigc_engine_prefill_steps",
+        "aigc_engine_prefill_step_seconds",
+        "aigc_engine_emit_seconds",
+        "aigc_engine_loop_seconds",
+    )
     totals = dict.fromkeys(names, 0.0)
     for line in requests.get(f"{base}/metrics", timeout=30).text.splitlines():
         name = line.split("{", 1)[0]

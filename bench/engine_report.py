@@ -42,6 +42,13 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
             f"   ... the worker's engine meanwhile: {f['stack_32_steps_per_run']:.0f} steps a run, "
             f"{f['stack_32_mean_rows_per_step']:.1f} rows and {f['stack_32_mean_step_ms']:.2f} ms a step"
         )
+    if "stack_32_mean_loop_ms" in f:
+        print(
+            f"   ... of which {f['stack_32_prefill_steps_per_run']:.0f} prefilled joining jobs "
+            f"({f.get('stack_32_mean_prefill_step_ms', 0):.2f} ms each, decode-only steps "
+            f"{f.get('stack_32_mean_decode_step_ms', 0):.2f} ms); step start to step start {f['stack_32_mean_loop_ms']:.2f} ms, "
+            f"handing outputs on {f['stack_32_mean_emit_ms']:.2f} ms a step"
+        )
     if "stack_32_last_answered_ms" in f:
         print(
             "   ... ms after the first submission: last answered {:.0f}, claims {:.0f}..{:.0f}, last finished {:.0f}, "

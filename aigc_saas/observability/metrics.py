@@ -180,6 +180,31 @@ ENGINE_STEP_SECONDS = Gauge(
     ENGINE_LABELS,
     multiprocess_mode="livesum",
 )
+ENGINE_PREFILL_STEPS = Gauge(
+    "aigc_engine_prefill_steps",
+    "Steps that prefilled joining jobs (a subset of aigc_engine_steps).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
+ENGINE_PREFILL_STEP_SECONDS = Gauge(
+    "aigc_engine_prefill_step_seconds",
+    "Seconds of the steps that prefilled joining jobs (a part of aigc_engine_step_seconds).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
+ENGINE_EMIT_SECONDS = Gauge(
+    "aigc_engine_emit_seconds",
+    "Seconds the engine spent handing its outputs on (to the worker, from an engine process).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
+ENGINE_LOOP_SECONDS = Gauge(
+    "aigc_engine_loop_seconds",
+    "Seconds from each step's start to the next one's while jobs ran: the steps and everything the loop did "
+    "between them.",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
 ENGINE_TOKENS = Gauge(
     "aigc_engine_tokens", "Tokens the engine produced since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )

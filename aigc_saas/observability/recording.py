@@ -158,6 +158,10 @@ def _sample_engines() -> None:
         "steps_total": metrics.ENGINE_STEPS,
         "rows_total": metrics.ENGINE_ROWS,
         "step_seconds_total": metrics.ENGINE_STEP_SECONDS,
+        "prefill_steps_total": metrics.ENGINE_PREFILL_STEPS,
+        "prefill_step_seconds_total": metrics.ENGINE_PREFILL_STEP_SECONDS,
+        "emit_seconds_total": metrics.ENGINE_EMIT_SECONDS,
+        "loop_seconds_total": metrics.ENGINE_LOOP_SECONDS,
         "tokens_total": metrics.ENGINE_TOKENS,
         "items_total": metrics.ENGINE_ITEMS,
     }

@@ -63,6 +63,13 @@ class _EngineThread:
         self.steps_total = 0
         self.rows_total = 0
         self.step_seconds_total = 0.0
+        # Where a serving step's time goes besides the runner's step: steps that prefilled joining rows (and their
+        # seconds, included in step_seconds_total), seconds handing outputs on (an engine process's pipe), and
+        # seconds from one step's start to the next while rows ran (the step plus all the loop does between).
+        self.prefill_steps_total = 0
+        self.prefill_step_seconds_total = 0.0
+        self.emit_seconds_total = 0.0
+        self.loop_seconds_total = 0.0
         self.tokens_total = 0
         self.items_total = 0
 
@@ -111,7 +118,9 @@ class _EngineThread:
                 self.tokens_total += 1
             if out.outcome is not None and not out.seq.future.done():
                 self.items_total += 1
+        started = time.perf_counter()
         emit_then_resolve(self.emit_to, self.name, outputs)
+        self.emit_seconds_total += time.perf_counter() - started
 
     def _run(self) -> None:
         try:
@@ -177,12 +186,17 @@ class StepEngine(_EngineThread):
             "steps_total": self.steps_total,
             "rows_total": self.rows_total,  # rows summed over steps: / steps_total = the mean batch
             "step_seconds_total": round(self.step_seconds_total, 6),  # / steps_total = the mean step time
+            "prefill_steps_total": self.prefill_steps_total,
+            "prefill_step_seconds_total": round(self.prefill_step_seconds_total, 6),
+            "emit_seconds_total": round(self.emit_seconds_total, 6),
+            "loop_seconds_total": round(self.loop_seconds_total, 6),
             "tokens_total": self.tokens_total,
             "items_total": self.items_total,
         }
 
     def loop(self) -> None:
         scheduler = self.scheduler
+        last_step: float | None = None  # when the previous step started, while rows were running
         held: list[Output] = []  # emitted with a later step's outputs (emit_linger)
         held_since = 0.0
         while (incoming := self._take(lambda: scheduler.idle, poll=0.5)) is not None:
@@ -200,8 +214,12 @@ class StepEngine(_EngineThread):
             plan = scheduler.plan()
             fresh: list[Output] = []
             if plan.joining or plan.leaving or scheduler.running:
+                started = time.perf_counter()
+                if last_step is not None:
+                    self.loop_seconds_total += started - last_step
                 fresh = self._step(plan.joining, plan.leaving)
                 outputs.extend(fresh)
+                last_step = started if scheduler.running else None
             if not outputs:
                 continue
             now = time.monotonic()
@@ -249,9 +267,13 @@ class StepEngine(_EngineThread):
             del exc
             return [Output(seq, outcome=error) for seq in rows]
         if self.scheduler.running:  # a step that only let rows go (the last one cancelled) decoded nothing
+            seconds = time.perf_counter() - started
             self.steps_total += 1
             self.rows_total += len(self.scheduler.running)
-            self.step_seconds_total += time.perf_counter() - started
+            self.step_seconds_total += seconds
+            if joining:
+                self.prefill_steps_total += 1
+                self.prefill_step_seconds_total += seconds
         for out in outputs:
             if out.outcome is not None:
                 self.scheduler.finish(out.seq)

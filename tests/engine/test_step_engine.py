@@ -234,3 +234,23 @@ def test_with_an_emit_linger_first_tokens_and_outcomes_go_out_at_once_and_the_re
         assert all(o.seq is not seq for call in recorder.calls[outcome_call + 1 :] for o in call)
     # 60 steps made far fewer emits than steps: held outputs went out together.
     assert len(recorder.calls) < 20, [len(c) for c in recorder.calls]
+
+
+def test_the_engine_counts_its_prefill_steps_and_the_time_between_steps(plugin) -> None:  # noqa: ANN001
+    """What an operator reads to tell decode from prefill and the step from the loop around it (aigc_engine_*)."""
+    recorder = Recorder()
+    served = engine(plugin, recorder)
+    first = served.submit(job(plugin, "first", max_new_tokens=60))
+    while len(recorder.tokens(first)) < 5:
+        time.sleep(0.002)
+    second = served.submit(job(plugin, "second", max_new_tokens=10))  # joins the running batch: a second prefill
+    for seq in (first, second):
+        assert not isinstance(seq.future.result(60), GeneratorError)
+    stats = served.stats()
+    served.stop()
+    assert stats["prefill_steps_total"] == 2  # one step prefilled each job; every other step only decoded
+    assert stats["steps_total"] == 60  # the first job's 60 tokens: the second ran inside those steps
+    assert 0 < stats["prefill_step_seconds_total"] < stats["step_seconds_total"]
+    # From each step's start to the next: the 59 steps that another followed, and whatever ran between them.
+    assert stats["loop_seconds_total"] >= stats["step_seconds_total"] * 59 / 60 * 0.9
+    assert 0 < stats["emit_seconds_total"] < stats["loop_seconds_total"]

@@ -112,6 +112,8 @@ def test_a_worker_exports_job_outcomes_throughput_models_and_devices(ran, ops_wo
     assert steps >= 1
     assert 1 <= value(samples, "aigc_engine_rows_stepped", generator="transformers-text") / steps <= 64  # mean batch
     assert value(samples, "aigc_engine_step_seconds", generator="transformers-text") > 0
+    assert 1 <= value(samples, "aigc_engine_prefill_steps", generator="transformers-text") <= steps
+    assert value(samples, "aigc_engine_emit_seconds", generator="transformers-text") > 0
     assert value(samples, "aigc_engine_running_rows", generator="transformers-text") == 0  # idle now
 
 
