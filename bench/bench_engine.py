@@ -369,7 +369,12 @@ def main() -> None:
                 raise SystemExit(
                     f"{len(refused)} of 200 streams refused: {refused[0].status_code} {refused[0].text[:300]}"
                 )
+            cpu_before, wall_before = cpu_now(), time.perf_counter()
             figures["other_tenant_latency_200_streams_s"] = account_latency()
+            cpu_after, wall = cpu_now(), time.perf_counter() - wall_before
+            if "web" in cpu_after:  # what serving the 200 streams costs the web meanwhile, in cores
+                figures["streams_200_web_cores"] = (cpu_after["web"] - cpu_before["web"]) / wall
+                figures["streams_200_redis_cores"] = (cpu_after["redis"] - cpu_before["redis"]) / wall
             client.session.post(f"{held['url']}/cancel")
             for s in streams:
                 s.close()

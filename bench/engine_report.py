@@ -107,6 +107,11 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
             f"{f['other_tenant_latency_200_streams_s'] * 1000:.1f} ms: "
             f"{f['other_tenant_latency_200_streams_s'] / f['other_tenant_latency_no_streams_s']:.2f}x"
         )
+        if "streams_200_web_cores" in f:
+            print(
+                f"   meanwhile the web kept {f['streams_200_web_cores']:.2f} cores busy, "
+                f"Redis {f.get('streams_200_redis_cores', 0):.2f}"
+            )
     if "engine_alone" in f:
         print("F. the engine loop in one process, 32 jobs, beside Python threads each busy 30 % (tokens/s)")
         print(
