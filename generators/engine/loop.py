@@ -63,13 +63,7 @@ class _EngineThread:
         self.steps_total = 0
         self.rows_total = 0
         self.step_seconds_total = 0.0
-        # Where a serving step's time goes besides the runner's step: steps that prefilled joining rows (and their
-        # seconds, included in step_seconds_total), seconds handing outputs on (an engine process's pipe), and
-        # seconds from one step's start to the next while rows ran (the step plus all the loop does between).
-        self.prefill_steps_total = 0
-        self.prefill_step_seconds_total = 0.0
-        self.emit_seconds_total = 0.0
-        self.loop_seconds_total = 0.0
+        self.emit_seconds_total = 0.0  # handing outputs on (an engine process's pipe)
         self.tokens_total = 0
         self.items_total = 0
 
@@ -161,6 +155,12 @@ class StepEngine(_EngineThread):
     ) -> None:
         super().__init__(name, emit)
         self.runner = runner
+        # Where a serving step's time goes besides the runner's step: steps that prefilled joining rows (and their
+        # seconds, included in step_seconds_total), and seconds from one step's start to the next while rows ran
+        # (the step plus all the loop does between).
+        self.prefill_steps_total = 0
+        self.prefill_step_seconds_total = 0.0
+        self.loop_seconds_total = 0.0
         # Outputs of successive steps may be held up to this long and emitted together, where each emit costs
         # (a pipe message from an engine process). A job's first token and every outcome go out at once.
         self.emit_linger = emit_linger
