@@ -13,7 +13,8 @@ ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measur
   C. a 16-token job submitted while 16 jobs of 512 tokens run, against the same job alone;
   D. one job of about 1 s: submit-to-terminal seen by a waiting client, and time to first token over SSE,
      against the direct plugin call;
-  E. another tenant's request latency with 200 open SSE streams, against none;
+  E. another tenant's request latency with 200 open SSE streams (4 on each of 50 running jobs), against none
+     with the same jobs running;
   F. the engine in this process alone, against the same engine beside 1 and 4 Python threads that each hold
      the GIL 30 % of the time (what a worker's other threads do to its engine thread).
 """
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +55,8 @@ from generators.testing.tiny_models import build_tiny_text_model  # noqa: E402
 from generators.text_transformers import TextGenerator  # noqa: E402
 from hardware import select_device  # noqa: E402
 from hardware.threads import configure_cpu_threads  # noqa: E402
+
+E_JOBS, E_NEW_TOKENS = 50, 1900  # part E's running jobs: long enough to outlast opening 200 streams on a CPU
 
 WORDS = [
     "bakery",
@@ -352,30 +356,45 @@ def main() -> None:
             figures["ttft_sse_s"] = median_of(ttft)
 
         if "E" in parts:
-            # ---- E. 200 open streams -----------------------------------------------------------------------
+            # ---- E. 200 open streams ----------------------------------------------------------------------
+            # 50 long jobs run throughout, with and without 4 streams each: the streams must be live (their jobs
+            # still decoding) while the other tenant's requests are timed, and the engine's load is the same on
+            # both sides. (One job followed 200 times ended on the CPU before its streams were open.)
             def account_latency() -> float:
                 samples = []
-                for _ in range(20):
+                for _ in range(40):
                     start = time.perf_counter()
                     other.session.get(f"{other.base}/account", timeout=30).raise_for_status()
                     samples.append(time.perf_counter() - start)
+                    time.sleep(0.01)
                 return median_of(samples)
 
+            held = [client.submit(text_params(f"held open {i}", E_NEW_TOKENS)) for i in range(E_JOBS)]
+            time.sleep(1.0)  # claimed and decoding
             figures["other_tenant_latency_no_streams_s"] = account_latency()
-            held = client.submit(text_params("held open", 2048))
-            streams = [client.session.get(f"{held['url']}/events", stream=True, timeout=60) for _ in range(200)]
+            with ThreadPoolExecutor(20) as pool:
+                streams = list(
+                    pool.map(
+                        lambda i: client.session.get(f"{held[i % E_JOBS]['url']}/events", stream=True, timeout=60),
+                        range(200),
+                    )
+                )
             refused = [s for s in streams if s.status_code != 200]
             if refused:
                 raise SystemExit(
                     f"{len(refused)} of 200 streams refused: {refused[0].status_code} {refused[0].text[:300]}"
                 )
+            time.sleep(1.0)  # past their replays of what their jobs published so far
             cpu_before, wall_before = cpu_now(), time.perf_counter()
             figures["other_tenant_latency_200_streams_s"] = account_latency()
             cpu_after, wall = cpu_now(), time.perf_counter() - wall_before
             if "web" in cpu_after:  # what serving the 200 streams costs the web meanwhile, in cores
                 figures["streams_200_web_cores"] = (cpu_after["web"] - cpu_before["web"]) / wall
                 figures["streams_200_redis_cores"] = (cpu_after["redis"] - cpu_before["redis"]) / wall
-            client.session.post(f"{held['url']}/cancel")
+            states = [client.session.get(job["url"], timeout=30).json()["state"] for job in held]
+            figures["streams_200_jobs_running"] = states.count("running") / E_JOBS  # the streams were live
+            for job in held:
+                client.session.post(f"{job['url']}/cancel")
             for s in streams:
                 s.close()
 

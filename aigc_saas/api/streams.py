@@ -140,25 +140,39 @@ def _frame(event: str, data: Any, event_id: str = "") -> str:
 
 
 async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[str]:
+    """The job's events as SSE frames: the events of one read of the stream go out as one chunk (one write to the
+    client; the data as the channel stored it, the JSON `_frame` would write)."""
     tenant_id = drf_request.user.tenant.pk
     key = KeyWatch(key_id)
     try:
         timeout = settings.AIGC_JOB_TIME_LIMIT + 600
-        async for event_id, event, data in events.follow(
-            job_id, after=after, timeout=timeout, heartbeat=quiet_seconds(HEARTBEAT_SECONDS)
+        async for batch in events.follow_batches(
+            job_id,
+            after=after,
+            timeout=timeout,
+            heartbeat=quiet_seconds(HEARTBEAT_SECONDS),
+            pace=settings.AIGC_STREAM_INTERVAL_MS / 1000,
         ):
             if await key.revoked():
                 yield _frame("error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"})
                 return
-            if event == "end":
-                yield _frame("end", await in_thread(_serialized)(job_id, drf_request), event_id)
-                return
-            if event == "heartbeat":
-                if await in_thread(events._is_terminal)(job_id):  # its `end` was lost while Redis was down
-                    break
-                yield ": keep-alive\n\n"
-                continue
-            yield _frame(event, data, event_id)
+            frames, lost_end = [], False
+            for event_id, event, data in batch:
+                if event == "end":
+                    frames.append(_frame("end", await in_thread(_serialized)(job_id, drf_request), event_id))
+                    yield "".join(frames)
+                    return
+                if event == "heartbeat":
+                    # A job already over whose `end` was lost while Redis was down: its end frame is read below.
+                    lost_end = await in_thread(events._is_terminal)(job_id)
+                    if not lost_end:
+                        frames.append(": keep-alive\n\n")
+                    continue
+                frames.append(f"id: {event_id}\nevent: {event}\ndata: {data}\n\n")
+            if frames:
+                yield "".join(frames)
+            if lost_end:
+                break
         yield _frame("end", await in_thread(_serialized)(job_id, drf_request))
     finally:
         await close_stream(tenant_id)

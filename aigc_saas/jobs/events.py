@@ -125,49 +125,122 @@ def read(job_id: Any, after: str = "0") -> list[tuple[str, str, dict[str, Any]]]
 
 
 def _decode(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, str, dict[str, Any]]:
-    get = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in fields.items()
-    }
-    return (entry_id.decode() if isinstance(entry_id, bytes) else entry_id, get["event"], json.loads(get["data"]))
+    entry_id, event, data = _raw(entry_id, fields)
+    return entry_id, event, json.loads(data)
 
 
 BLOCK_MS = 5000
 
 
 async def follow(
-    job_id: Any, *, after: str = "0", timeout: float, heartbeat: float | None = None
+    job_id: Any, *, after: str = "0", timeout: float, heartbeat: float | None = None, pace: float = 0.0
 ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """Yield `(id, event, data)` from `after` on, replaying first; stop after `end` or when `timeout` passes.
 
     With `heartbeat`, a `("", "heartbeat", {})` tuple is yielded whenever that many seconds pass without an event,
-    so a caller can keep its connection alive and re-check what it must (a revoked key).
+    so a caller can keep its connection alive and re-check what it must (a revoked key). `pace`: see
+    `follow_batches`.
     """
-    redis_client = _async_client()
-    key = stream_key(job_id)
+    async for batch in follow_batches(job_id, after=after, timeout=timeout, heartbeat=heartbeat, pace=pace):
+        for entry_id, event, data in batch:
+            yield entry_id, event, json.loads(data)
+
+
+async def follow_batches(
+    job_id: Any, *, after: str = "0", timeout: float, heartbeat: float | None = None, pace: float = 0.0
+) -> AsyncIterator[list[tuple[str, str, str]]]:
+    """`follow`, one list per read: `(id, event, data as its JSON text)` of every event one read returned.
+
+    What a relay that writes the events on as they are uses (the jobs API's SSE): a read's events go out in one
+    write, and their data is not parsed only to be serialized again. A heartbeat is a list of its own,
+    `[("", "heartbeat", "{}")]`; a list that holds `end` ends with it.
+
+    `pace` (seconds): once a `token` has been yielded, reads start at least this long apart, so what a job
+    publishes meanwhile comes in one read. A follower of a fast job then wakes at most 1/pace times a second
+    instead of at every publish (every 20 ms from a busy worker): with hundreds of open streams that is most of
+    what a web process spends on them. The first token and everything before it come at once.
+    """
+    reader = _Reader(_async_client(), stream_key(job_id))
     deadline = time.monotonic() + timeout
     last = after
     quiet_since = time.monotonic()
-    while (left := deadline - time.monotonic()) > 0:
-        block = min(left, heartbeat or left, BLOCK_MS / 1000)
-        try:
-            reply = await redis_client.xread({key: last}, count=500, block=max(1, int(block * 1000)))
-        except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
-            log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
-            await asyncio.sleep(min(0.5, max(left, 0)))
-            reply = None
+    read_at: float | None = None  # when the last read began, once a token has gone out
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if read_at is not None:
+                wait = read_at + pace - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(min(wait, left))
+                    continue
+                read_at = time.monotonic()
+            block = min(left, heartbeat or left, BLOCK_MS / 1000)
+            try:
+                entries = await reader.read(last, max(1, int(block * 1000)))
+            except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
+                log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
+                await asyncio.sleep(min(0.5, max(left, 0)))
+                entries = []
+            if not entries:
+                if heartbeat and time.monotonic() - quiet_since >= heartbeat:
+                    quiet_since = time.monotonic()
+                    yield [("", "heartbeat", "{}")]
+                continue
+            quiet_since = time.monotonic()
+            batch = []
+            for entry_id, fields in entries:
+                entry = _raw(entry_id, fields)
+                batch.append(entry)
+                last = entry[0]
+                if entry[1] == "end":
+                    yield batch
+                    return
+            if pace > 0 and read_at is None and any(entry[1] == "token" for entry in batch):
+                read_at = time.monotonic()
+            yield batch
+    finally:
+        await reader.close()
+
+
+class _Reader:
+    """XREAD of one stream on one pooled connection, held from the first read to `close`.
+
+    A follower blocks on its connection most of the time anyway; holding it spares every read the client's pool
+    checkout, retry wrapper and reply conversion, which cost a web process more than the read itself (with
+    hundreds of open streams, most of what it spends on them). A failed or interrupted read leaves the connection
+    disconnected (redis-py's own rule), so it goes back to the pool clean and reconnects on its next use."""
+
+    def __init__(self, client: aioredis.Redis, key: str) -> None:
+        self.pool, self.key = client.connection_pool, key
+        self.connection: Any = None
+
+    async def read(self, after: str, block_ms: int) -> list[Any]:
+        """Entries `(id, fields)` after `after`, waiting up to `block_ms` for one; [] when none came."""
+        if self.connection is None:
+            self.connection = await self.pool.get_connection()
+        await self.connection.send_command("XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", self.key, after)
+        reply = await self.connection.read_response()
         if not reply:
-            if heartbeat and time.monotonic() - quiet_since >= heartbeat:
-                quiet_since = time.monotonic()
-                yield ("", "heartbeat", {})
-            continue
-        quiet_since = time.monotonic()
-        for entry_id, fields in reply[0][1]:
-            decoded = _decode(entry_id, fields)
-            last = decoded[0]
-            yield decoded
-            if decoded[1] == "end":
-                return
+            return []
+        if isinstance(reply, dict):  # RESP3: {key: entries}
+            return next(iter(reply.values()))
+        return reply[0][1]  # RESP2: [[key, entries]]
+
+    async def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await self.pool.release(connection)
+
+
+def _raw(entry_id: Any, fields: Any) -> tuple[str, str, str]:
+    """(id, event, data JSON text) of one stream entry; its fields as a dict or as the wire's flat list."""
+    if not isinstance(fields, dict):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    event, data = fields.get(b"event", fields.get("event")), fields.get(b"data", fields.get("data"))
+    return (
+        entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        event.decode() if isinstance(event, bytes) else event,
+        data.decode() if isinstance(data, bytes) else data,
+    )
 
 
 async def wait_until_terminal(job_id: Any, timeout: float) -> bool:

@@ -44,7 +44,10 @@ async def _merged(job_ids: list[Any]) -> AsyncIterator[tuple[int, str, dict[str,
     async def pump(index: int, job_id: Any) -> None:
         try:
             async for _id, event, data in events.follow(
-                job_id, timeout=settings.AIGC_OPENAI_WAIT_SECONDS, heartbeat=quiet_seconds(HEARTBEAT_SECONDS)
+                job_id,
+                timeout=settings.AIGC_OPENAI_WAIT_SECONDS,
+                heartbeat=quiet_seconds(HEARTBEAT_SECONDS),
+                pace=settings.AIGC_STREAM_INTERVAL_MS / 1000,
             ):
                 await queue.put((index, event, data))
                 if event == "end":

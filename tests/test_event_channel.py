@@ -1,0 +1,113 @@
+"""The event channel's reads, as the SSE and /v1 streams use them: paced batches, exact text, connections returned."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from aigc_saas.jobs import events
+
+PACE = 0.5
+
+
+def _publish_later(job_id: uuid.UUID, first_seen: threading.Event, texts: list[str]) -> threading.Thread:
+    """The job's first token now; once a follower has it, the rest one every 10 ms, then `end`."""
+
+    def run() -> None:
+        events.publish(job_id, "state", {"state": "running", "attempt": 1})
+        events.publish(job_id, "token", {"index": 0, "text": texts[0]})
+        assert first_seen.wait(10)
+        for index, text in enumerate(texts[1:], start=1):
+            events.publish(job_id, "token", {"index": index, "text": text})
+            time.sleep(0.01)
+        events.publish(job_id, "end", {"state": "succeeded"})
+
+    return threading.Thread(target=run)
+
+
+def test_a_follower_gets_the_first_token_at_once_then_paced_batches_whose_text_is_exact() -> None:
+    job_id = uuid.uuid4()
+    texts = [f"w{i} " for i in range(80)]  # 80 tokens over about 0.8 s
+    first_seen = threading.Event()
+    publisher = _publish_later(job_id, first_seen, texts)
+
+    async def follow() -> tuple[float, list[tuple[float, list[tuple[str, str, str]]]]]:
+        batches = []
+        published = time.monotonic()
+        publisher.start()
+        first_after = None
+        async for batch in events.follow_batches(job_id, timeout=20, pace=PACE):
+            batches.append((time.monotonic(), batch))
+            if first_after is None and any(event == "token" for _, event, _ in batch):
+                first_after = time.monotonic() - published
+                first_seen.set()
+        return first_after or 0.0, batches
+
+    first_after, batches = asyncio.run(follow())
+    publisher.join(10)
+
+    assert first_after < PACE  # not held for the pace: only reads after the first token are
+    entries = [entry for _, batch in batches for entry in batch]
+    tokens = [events.json.loads(data) for _, event, data in entries if event == "token"]
+    assert [t["index"] for t in tokens] == list(range(len(texts)))
+    assert "".join(t["text"] for t in tokens) == "".join(texts)
+    assert entries[-1][1] == "end"
+    # Reads after the first token start at least PACE apart: the ~0.8 s of tokens came in a few batches, not 79.
+    first = next(i for i, (_, batch) in enumerate(batches) if any(e == "token" for _, e, _ in batch))
+    later = batches[first + 1 :]
+    assert later, "the tokens after the first came in no later read"
+    assert len(later) <= (later[-1][0] - batches[first][0] + 0.05) / PACE
+    assert len(later) < len(texts) // 4
+
+
+def test_a_follower_without_a_pace_reads_what_is_there_whenever_it_comes() -> None:
+    job_id = uuid.uuid4()
+    for index in range(3):
+        events.publish(job_id, "token", {"index": index, "text": f"t{index}"})
+    events.publish(job_id, "end", {"state": "succeeded"})
+
+    async def follow() -> list[tuple[str, str, dict]]:
+        return [entry async for entry in events.follow(job_id, timeout=10)]
+
+    got = asyncio.run(follow())
+    assert [event for _, event, _ in got] == ["token", "token", "token", "end"]
+    assert [data.get("text") for _, _, data in got[:3]] == ["t0", "t1", "t2"]
+
+
+def test_followers_give_their_connection_back_when_they_end_or_are_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each follower holds one pooled connection while it reads; a pool of two serves any number of them in turn,
+    also after one was cancelled in the middle of a blocking read (its connection comes back disconnected)."""
+    job_ids = [uuid.uuid4() for _ in range(5)]
+    for job_id in job_ids:
+        events.publish(job_id, "token", {"index": 0, "text": "x"})
+        events.publish(job_id, "end", {"state": "succeeded"})
+    quiet = uuid.uuid4()  # nothing is published here: its follower blocks until cancelled
+
+    async def main() -> list[int]:
+        small = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=2)
+        monkeypatch.setattr(events, "_async_client", lambda: small)
+        counts = []
+        for job_id in job_ids:
+            counts.append(len([entry async for entry in events.follow_batches(job_id, timeout=10)]))
+        blocked = asyncio.ensure_future(_drain(events.follow_batches(quiet, timeout=30)))
+        await asyncio.sleep(0.3)  # in its XREAD now
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        for job_id in job_ids:  # the two connections still serve, one of them reconnected
+            counts.append(len([entry async for entry in events.follow_batches(job_id, timeout=10)]))
+        await small.aclose()
+        return counts
+
+    assert asyncio.run(main()) == [1] * 10  # each job's token and end came in one read
+
+
+async def _drain(batches) -> None:  # noqa: ANN001
+    async for _ in batches:
+        pass
