@@ -101,7 +101,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web server and the workers write concurrently: WAL and a busy timeout keep SQLite from locking up.
+    # The web server and the workers write concurrently: WAL lets them read while one writes, and the writers
+    # queue on a lock file (aigc_saas/db/sqlite3) instead of sleeping in SQLite's busy handler.
+    DATABASES["default"]["ENGINE"] = "aigc_saas.db.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
