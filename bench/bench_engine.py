@@ -56,7 +56,7 @@ from generators.text_transformers import TextGenerator  # noqa: E402
 from hardware import select_device  # noqa: E402
 from hardware.threads import configure_cpu_threads  # noqa: E402
 
-E_JOBS, E_NEW_TOKENS = 50, 1900  # part E's running jobs: long enough to outlast opening 200 streams on a CPU
+E_JOBS, E_NEW_TOKENS = 50, 2000  # part E's running jobs: long enough to outlast opening 200 streams on a CPU
 
 WORDS = [
     "bakery",
