@@ -16,6 +16,8 @@ busy handler stays behind it for writers outside this backend (the `sqlite3` she
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -51,22 +53,24 @@ class _Cursor(base.SQLiteCursorWrapper):
     writer: _Writer | None = None
 
     def execute(self, query: str, params: Any = None) -> Any:
-        if self.writer is None or self.writer.held or not _writes(query) or self.connection.in_transaction:
+        with self._writing(query):
             return super().execute(query, params)
-        self.writer.acquire()
-        try:
-            return super().execute(query, params)
-        finally:
-            self.writer.release()
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        if self.writer is None or self.writer.held or not _writes(query) or self.connection.in_transaction:
+        with self._writing(query):
             return super().executemany(query, param_list)
-        self.writer.acquire()
+
+    @contextmanager
+    def _writing(self, query: str) -> Iterator[None]:
+        writer = self.writer
+        if writer is None or writer.held or self.connection.in_transaction or not _writes(query):
+            yield
+            return
+        writer.acquire()
         try:
-            return super().executemany(query, param_list)
+            yield
         finally:
-            self.writer.release()
+            writer.release()
 
 
 def _writes(query: str) -> bool:
