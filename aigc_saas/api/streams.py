@@ -135,8 +135,13 @@ async def job_events(request: HttpRequest, job_id: Any) -> HttpResponse:
 
 
 def _frame(event: str, data: Any, event_id: str = "") -> str:
+    return _frame_text(event, json.dumps(data, separators=(",", ":")), event_id)
+
+
+def _frame_text(event: str, data: str, event_id: str = "") -> str:
+    """One SSE frame whose data is already JSON text (as the event channel stores it)."""
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"{head}event: {event}\ndata: {data}\n\n"
 
 
 async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[str]:
@@ -168,7 +173,7 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
                     if not lost_end:
                         frames.append(": keep-alive\n\n")
                     continue
-                frames.append(f"id: {event_id}\nevent: {event}\ndata: {data}\n\n")
+                frames.append(_frame_text(event, data, event_id))
             if frames:
                 yield "".join(frames)
             if lost_end:
