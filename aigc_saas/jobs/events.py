@@ -84,6 +84,11 @@ def _fields(event: str, data: dict[str, Any]) -> dict[str, str]:
     return {"event": event, "data": json.dumps(data, separators=(",", ":"))}
 
 
+def recently_failed() -> bool:
+    """Redis failed a publish less than BREAKER_SECONDS ago: callers with a fallback skip it instead of waiting."""
+    return time.monotonic() < _down_until
+
+
 def publish(job_id: Any, event: str, data: dict[str, Any]) -> str | None:
     """Append one event; returns its id, or None when Redis is unreachable (the job's state is in the database)."""
     return publish_many([(job_id, event, data)])[0]

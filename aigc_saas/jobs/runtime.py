@@ -14,9 +14,10 @@ from django.conf import settings
 
 from aigc_saas import rows
 from aigc_saas.assets.inputs import attach_inputs
-from aigc_saas.jobs import capacity, engine_host, events, services
+from aigc_saas.jobs import capacity, doorbell, engine_host, events, services
 from aigc_saas.jobs.engine_host import release_connection
 from aigc_saas.jobs.models import Job, JobState
+from aigc_saas.jobs.signals import job_queued
 from aigc_saas.plugins.models import PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
 from generators.base import GenerationResult, GeneratorConfig
@@ -84,16 +85,22 @@ _claiming = threading.Lock()
 def execute_job(job_id: str, queue: str | None = None) -> str:
     """Answer one doorbell of `queue`: claim the fairest jobs there (this one first when its tenant's turn
     allows), as many as this process's engines can start now, run them together and record each outcome as it
-    comes. Returns the first claimed job's final state, or "skipped" (a doorbell whose job was claimed already
-    by an earlier batch finds nothing, or the next job)."""
+    comes. A doorbell stands for every job of the queue committed before it is answered (aigc_saas.jobs.doorbell),
+    so a claim that took all it could rings again. Returns the first claimed job's final state, or "skipped" (a
+    doorbell whose jobs were claimed already by an earlier batch finds nothing). `job_id` may be empty (a ring that
+    names no job)."""
     if queue is None:
         queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first()
         if queue is None:
             return "skipped"
+    doorbell.answered(queue)  # before the queue is read: a job committed from now on rings anew
     with _claiming:
-        jobs = services.claim_batch(queue, worker_name(), preferred=job_id, limit=claim_limit())
+        limit = claim_limit()
+        jobs = services.claim_batch(queue, worker_name(), preferred=job_id or None, limit=limit)
     if not jobs:
         return "skipped"
+    if len(jobs) >= limit:  # it took all it could: more may wait, for another thread or worker to claim
+        job_queued.send(sender=Job, job_id=None, queue=queue, coalesce=True)
     ready, failed = _prepare(jobs)
     try:
         for job, outcome in itertools.chain(failed, engine_host.run_many(ready)):  # each as it ends

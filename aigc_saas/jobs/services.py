@@ -106,7 +106,9 @@ def submit_job(
             )
             rows.insert(job)  # Job.objects.create's save, without its compiler (aigc_saas.rows)
             _after_commit_publish(job.pk, "state", {"state": JobState.QUEUED})
-            transaction.on_commit(lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue, counted=True))
+            transaction.on_commit(
+                lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue, counted=True, coalesce=True)
+            )
     except IntegrityError:
         if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
             return earlier  # a concurrent request with the same key won the race
@@ -199,7 +201,8 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
     Fair order: the oldest job of the tenant with the fewest running jobs there, again and again, counting the
     jobs already picked. A broker message is a doorbell for its queue: the job it names is taken when its
     tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog cannot starve another's.
-    A job whose own message comes later finds it claimed, and that message claims the next.
+    A message stands for every job of its queue committed before a worker answers it (aigc_saas.jobs.doorbell);
+    one that finds its job claimed already claims the next.
 
     Each job is claimed as `claim_job` claims one (its attempt number rises, which fences every later write of
     an older attempt); taking several at once lets a worker's engine start them together, one prefill and one

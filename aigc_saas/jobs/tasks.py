@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_ready
 from django.dispatch import receiver
 
-from aigc_saas.jobs import runtime, services
+from aigc_saas.jobs import doorbell, runtime, services
 from aigc_saas.jobs.signals import job_queued
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,26 @@ def requeue_stale_jobs() -> dict[str, int]:
 
 
 @receiver(job_queued)
-def ring_broker(sender: Any, job_id: Any, queue: str, counted: bool = False, **kwargs: Any) -> bool:
+def ring_broker(
+    sender: Any, job_id: Any, queue: str, counted: bool = False, coalesce: bool = False, **kwargs: Any
+) -> bool:
     """The doorbell: the worker reads everything else from the row. False when the broker did not take it.
-    `counted`: the row already records this ring (a new job's first), so only a refusal is written."""
+    `counted`: the row already records this ring (a new job's first), so only a refusal is written.
+    `coalesce`: send nothing when a doorbell of the queue is already on its way (aigc_saas.jobs.doorbell); it
+    claims this job too. `job_id` None: a ring for the queue, naming no job (a worker's claim that took all it
+    could)."""
+    if coalesce and doorbell.covered(queue, job_id):
+        return True
     try:
-        run_job.apply_async(args=[str(job_id)], kwargs={"queue": queue}, queue=queue, retry_policy=BROKER_RETRY)
+        run_job.apply_async(args=[str(job_id or "")], kwargs={"queue": queue}, queue=queue, retry_policy=BROKER_RETRY)
     except Exception as exc:  # noqa: BLE001 - the sweep re-rings jobs the broker never got
         log.warning("could not dispatch job %s (%s); the stale-job sweep will retry", job_id, exc)
-        if counted:
+        if coalesce:
+            doorbell.answered(queue)  # no message is on its way: the next ring must send one
+        if counted and job_id:
             services.ring_refused(job_id)
         return False
-    if not counted:
+    if not counted and job_id:
         services.mark_dispatched(job_id)
     return True
 

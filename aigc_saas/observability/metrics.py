@@ -224,7 +224,9 @@ def multiprocess_registry(*first: Any) -> CollectorRegistry:
 
 class QueueCollector:
     """Read at scrape time by the web: jobs waiting per queue (the database's truth), the age of the oldest,
-    running jobs, and what the broker holds (they differ when the broker lost a doorbell)."""
+    running jobs, and what the broker holds (one doorbell stands for every job of its queue submitted before a
+    worker answers it, so a backlog shows as a few messages; none while jobs wait means a lost doorbell, which the
+    sweep rings again)."""
 
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
