@@ -262,7 +262,7 @@ AIGC_MAX_STREAMS_PER_TENANT = env_int("AIGC_MAX_STREAMS_PER_TENANT", 100)  # ope
 AIGC_STREAM_KEY_CHECK_SECONDS = env_int("AIGC_STREAM_KEY_CHECK_SECONDS", 5)  # an open stream re-checks its key
 # After its first token, a stream reads its job's events at most this often (ms); what came meanwhile goes together.
 AIGC_STREAM_INTERVAL_MS = env_int("AIGC_STREAM_INTERVAL_MS", 50)
-AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `GET /jobs/{id}?wait=N`
+AIGC_MAX_WAIT_SECONDS = env_int("AIGC_MAX_WAIT_SECONDS", 60)  # upper bound of `?wait=N` (GET /jobs/{id}, POST /jobs)
 AIGC_WEB_THREADS = env_int("AIGC_WEB_THREADS", 16)  # threads per web process for sync views (aigc_saas/asgi_handler.py)
 # OpenAI-compatible /v1: how long a call waits for its job, and how long an image `url` answer stays valid.
 AIGC_OPENAI_WAIT_SECONDS = env_int("AIGC_OPENAI_WAIT_SECONDS", 600)

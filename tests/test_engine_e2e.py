@@ -94,6 +94,23 @@ def test_wait_answers_when_the_job_ends_and_refuses_an_unbounded_wait(web_api, w
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_wait"
 
 
+def test_a_submission_that_waits_answers_with_the_finished_job_in_one_request(web_api, worker) -> None:  # noqa: ANN001
+    body = {"generator": "transformers-text", "params": {"prompt": "submit and wait", "max_new_tokens": 12, "seed": 3}}
+    response = web_api.post("jobs?wait=60", body)
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert done["state"] == "succeeded" and done["result"]["metadata"]["completion_tokens"] == 12
+    assert isinstance(done["warnings"], list) and response.headers["Location"] == done["url"]
+    assert web_api.get(done["url"]).json() == {k: v for k, v in done.items() if k != "warnings"}
+    # The same seed submitted without waiting, then long-polled: the same text.
+    assert web_api.get(f"{web_api.submit(**body)['url']}?wait=60").json()["result"]["text"] == done["result"]["text"]
+
+    # A job that outlasts the wait: the 202 of a submission, with the job as it is by then.
+    long = web_api.post("jobs?wait=0.2", {**body, "params": {"prompt": "go on", "max_new_tokens": 1500}})
+    assert long.status_code == 202 and long.json()["state"] in ("queued", "running")
+    assert web_api.post(f"{long.json()['url']}/cancel").status_code == 200
+
+
 def test_a_job_submitted_mid_batch_starts_and_ends_before_that_batch_ends(web_api, worker) -> None:  # noqa: ANN001
     longs = [web_api.submit("transformers-text", {"prompt": f"long {i}", "max_new_tokens": 1500}) for i in range(4)]
     deadline = time.monotonic() + 60

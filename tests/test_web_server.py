@@ -55,6 +55,19 @@ def test_errors_keep_their_codes_on_both_paths(web_api, other_tenant_key) -> Non
         assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found"), suffix
     bad_wait = web_api.get(f"jobs/{job['id']}?wait=forever")
     assert (bad_wait.status_code, bad_wait.json()["error"]["code"]) == (400, "invalid_wait")
+    # A submission that waits: a bad `wait` or a refused body answers as the sync view does, no job is made.
+    before = web_api.get("jobs").json()["count"]
+    for query, body, code in (
+        ("wait=forever", {"generator": "transformers-text", "params": {"prompt": "Hi"}}, "invalid_wait"),
+        ("wait=61", {"generator": "transformers-text", "params": {"prompt": "Hi"}}, "invalid_wait"),
+        ("wait=5", {"generator": "transformers-text", "params": {"max_new_tokens": 2}}, "invalid_params"),
+        ("wait=5", {"generator": "no-such-generator", "params": {}}, "unknown_generator"),
+    ):
+        refused = web_api.post(f"jobs?{query}", body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, code), (query, refused.text)
+        assert _has_security_headers(refused)
+    assert web_api.get("jobs").json()["count"] == before
+    assert web_api.get("jobs?wait=5").json()["count"] == before  # a list ignores `wait`
     missing = web_api.get("no-such-route")
     assert missing.status_code == 404
 

@@ -49,6 +49,13 @@ LINKS = {
         "GetJob": ("jobs_retrieve", {"job_id": "$response.body#/id"}),
         "CancelJob": ("jobs_cancel_create", {"job_id": "$response.body#/id"}),
     },
+    ("jobs_create", "200"): {  # a submission that waited for its job (`?wait=`)
+        "GetJob": ("jobs_retrieve", {"job_id": "$response.body#/id"}),
+        "GetFirstArtifact": (
+            "jobs_artifacts_content_retrieve",
+            {"job_id": "$response.body#/id", "artifact_id": "$response.body#/artifacts/0/id"},
+        ),
+    },
     ("jobs_list", "200"): {"GetFirstJob": ("jobs_retrieve", {"job_id": "$response.body#/results/0/id"})},
     ("jobs_retrieve", "200"): {
         "GetFirstArtifact": (

@@ -77,6 +77,18 @@ async def job_detail(request: HttpRequest, job_id: Any) -> HttpResponse:
     raw = request.GET.get("wait")
     if raw is None:
         return await in_thread(JobDetail.as_view())(request, job_id=job_id)
+    wait = _wait_seconds(raw)
+    if isinstance(wait, HttpResponse):
+        return wait
+    drf_request, answer, job = await in_thread(_job_for)(request, JobDetail, job_id, True)
+    if answer is not None:  # refused, or the job is already over: one thread hop in all
+        return answer
+    await events.wait_for_end(job.pk, wait)  # False on timeout or without Redis: the row says where it stands
+    return JsonResponse(await in_thread(_serialized)(job.pk, drf_request))
+
+
+def _wait_seconds(raw: str) -> float | HttpResponse:
+    """`?wait=N` as seconds, or the 400 that names it."""
     try:
         wait = float(raw)
     except ValueError:
@@ -87,11 +99,44 @@ async def job_detail(request: HttpRequest, job_id: Any) -> HttpResponse:
             "invalid_wait",
             f"`wait`: must be a number of seconds from 0 to {settings.AIGC_MAX_WAIT_SECONDS}, got {raw!r}",
         )
-    drf_request, answer, job = await in_thread(_job_for)(request, JobDetail, job_id, True)
-    if answer is not None:  # refused, or the job is already over: one thread hop in all
-        return answer
-    await events.wait_for_end(job.pk, wait)  # False on timeout or without Redis: the row says where it stands
-    return JsonResponse(await in_thread(_serialized)(job.pk, drf_request))
+    return wait
+
+
+async def job_create(request: HttpRequest) -> HttpResponse:
+    """`POST /jobs`; with `?wait=N` it answers once the new job is terminal or N seconds passed: 200 with the
+    finished job, else the 202 a submission gets, with the job as it is by then. A client that would submit and
+    then long-poll makes one request instead of two. Listing (`GET`) and a submission that is refused answer as
+    the sync view does."""
+    from aigc_saas.api.views import JobListCreate
+
+    raw = request.GET.get("wait")
+    if request.method != "POST" or raw is None:
+        return await in_thread(JobListCreate.as_view())(request)
+    wait = _wait_seconds(raw)
+    if isinstance(wait, HttpResponse):
+        return wait
+    submitted = await in_thread(_rendered(JobListCreate.as_view()))(request)
+    if submitted.status_code != 202:
+        return submitted
+    accepted = submitted.data
+    if accepted["state"] not in TERMINAL_STATES:
+        await events.wait_for_end(accepted["id"], wait)  # False on timeout or without Redis: the row says
+    job = await in_thread(_serialized)(accepted["id"], request)
+    answer = JsonResponse(
+        {**job, "warnings": accepted["warnings"]}, status=200 if job["state"] in TERMINAL_STATES else 202
+    )
+    for header in ("Location", "Warning"):
+        if header in submitted:
+            answer[header] = submitted[header]
+    return answer
+
+
+def _rendered(view: Callable) -> Callable:
+    def call(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        return response.render() if hasattr(response, "render") else response
+
+    return call
 
 
 def _job_for(

@@ -9,7 +9,11 @@ app_name = "api"
 
 urlpatterns = [
     path("account", views.Account.as_view(), name="account"),
-    path("jobs", views.JobListCreate.as_view(), name="job-list"),
+    path(
+        "jobs",
+        streams.as_documented(streams.job_create, views.JobListCreate, waits=lambda query: "wait" in query),
+        name="job-list",
+    ),
     path("jobs/batch", batches.JobBatchCreate.as_view(), name="job-batch"),
     path(
         "jobs/<uuid:job_id>",

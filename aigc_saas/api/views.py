@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -32,6 +33,8 @@ from aigc_saas.plugins.models import PluginProblemRecord, PluginRecord
 from aigc_saas.plugins.services import effective_config, registry
 
 ERRORS = {code: OpenApiResponse(ErrorBodySerializer) for code in (400, 401, 404)}
+# `?wait=N` (a long poll, a submission that waits): seconds, bounded by this deployment's setting.
+WAIT_SECONDS = {"type": "number", "minimum": 0, "maximum": settings.AIGC_MAX_WAIT_SECONDS}
 
 
 class Account(APIView):
@@ -89,8 +92,18 @@ class JobListCreate(generics.ListAPIView):
 
     @extend_schema(
         request=JobCreateSerializer,
-        parameters=[IDEMPOTENCY_HEADER, WARNING_HEADER],
+        parameters=[
+            IDEMPOTENCY_HEADER,
+            WARNING_HEADER,
+            OpenApiParameter(
+                "wait",
+                WAIT_SECONDS,
+                description="Submit and wait: answer once the job is terminal (200, with its result) or after this "
+                "many seconds (202 with the job as it is then), instead of a long poll after the 202.",
+            ),
+        ],
         responses={
+            200: JobAcceptedSerializer,
             202: JobAcceptedSerializer,
             **{code: ErrorBodySerializer for code in (409, 413, 429)},
             **ERRORS,
@@ -113,8 +126,8 @@ class JobDetail(APIView):
         parameters=[
             OpenApiParameter(
                 "wait",
-                float,
-                description="Long poll: answer once the job is terminal, or after this many seconds (at most 60).",
+                WAIT_SECONDS,
+                description="Long poll: answer once the job is terminal, or after this many seconds.",
             )
         ],
         responses={200: JobSerializer, **ERRORS},
