@@ -8,6 +8,7 @@ ASGI web) on the tiny local Llama (or AIGC_MODEL_TRANSFORMERS_TEXT), then measur
   A. throughput: 32 concurrent jobs (64 new tokens by default, mixed prompts, sampling, no seeds) submitted over HTTP and
      followed with `?wait=` as clients would, against the same jobs one at a time through the stack, and against
      the raw plugin batch of 32 (its `generate_batch`, and transformers' own `generate` for reference);
+     the same with clients that submit with `POST /jobs?wait=` (one request a job instead of two);
      again with 64 extra clients polling `GET /jobs/{id}` every 100 ms;
   B. mixed `max_new_tokens` (16..256) across 64 jobs against 64 jobs of their mean length;
   C. a 16-token job submitted while 16 jobs of 512 tokens run, against the same job alone;
@@ -47,7 +48,15 @@ from engine_paths import (  # noqa: E402 - beside this script
     release_device_memory,
 )
 from engine_report import report  # noqa: E402 - beside this script
-from stack_clients import Client, Pollers, concurrent, first_token_seconds, timeline, tokens  # noqa: E402 - beside it
+from stack_clients import (  # noqa: E402 - beside this script
+    Client,
+    Pollers,
+    WaitingClient,
+    concurrent,
+    first_token_seconds,
+    timeline,
+    tokens,
+)
 
 from aigc_saas import stack  # noqa: E402
 from generators.base import BatchItem, LocalContext  # noqa: E402
@@ -224,12 +233,17 @@ def main() -> None:
         # minute to the next weighs on both sides of the ratio alike.
         slices = [jobs[: args.sequential][i :: repeats + 1] for i in range(repeats + 1)]
         sequential_tokens, sequential_seconds = 0, 0.0
+        waiting_client = WaitingClient(base, key)  # submits with `?wait=`: one request a job
+        waiting_tokens, waiting_seconds, waiting_rates = 0, 0.0, []
 
         def one_at_a_time(chunk: list[dict]) -> None:
-            nonlocal sequential_tokens, sequential_seconds
+            nonlocal sequential_tokens, sequential_seconds, waiting_tokens, waiting_seconds
             start = time.perf_counter()
             sequential_tokens += tokens([client.run(p) for p in chunk])
             sequential_seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            waiting_tokens += tokens([waiting_client.run(p) for p in chunk])
+            waiting_seconds += time.perf_counter() - start
 
         rates, lines = [], []
         cpu_seconds = dict.fromkeys(cpu_now(), 0.0)
@@ -249,8 +263,13 @@ def main() -> None:
             rates.append(tokens(done) / wall)
             lines.append(timeline(done))
             walls += wall
+            time.sleep(0.5)
+            wall, done = concurrent([WaitingClient(base, key) for _ in range(32)], jobs)
+            waiting_rates.append(tokens(done) / wall)
         one_at_a_time(slices[repeats])
         figures["stack_one_at_a_time"] = sequential_tokens / sequential_seconds
+        figures["stack_one_at_a_time_submit_waits"] = waiting_tokens / waiting_seconds
+        figures["stack_32_concurrent_submit_waits"] = median_of(waiting_rates)
         figures["stack_single_job"] = figures["stack_one_at_a_time"]  # one job alone, submitted and waited for
         figures["stack_32_concurrent"] = median_of(rates)
         for name in lines[0]:

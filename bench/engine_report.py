@@ -65,6 +65,14 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
         print(
             f"   ... CPU ms a job by process: {spent} (of {f['stack_32_cpu_ms_per_job_available']:.1f} the cores had)"
         )
+    if "stack_32_concurrent_submit_waits" in f:
+        print(
+            f"   clients that submit with ?wait= (one request a job), one at a time: "
+            f"{f['stack_one_at_a_time_submit_waits']:.0f}; 32 concurrent: "
+            f"{f['stack_32_concurrent_submit_waits']:.0f}   "
+            f"{f['stack_32_concurrent_submit_waits'] / f['stack_one_at_a_time_submit_waits']:.2f}x one-at-a-time, "
+            f"{f['stack_32_concurrent_submit_waits'] / f['raw_batch32']:.2f}x raw batch"
+        )
     print(
         f"   ... with 64 clients polling every 100 ms:      {f['stack_32_concurrent_64_pollers']:9.0f}   "
         f"{f['stack_32_concurrent_64_pollers'] / f['stack_one_at_a_time']:.2f}x one-at-a-time, "
