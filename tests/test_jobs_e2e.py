@@ -41,6 +41,16 @@ def test_same_seed_gives_the_same_text(api, worker) -> None:  # noqa: ANN001
     assert first["result"]["text"] == second["result"]["text"]
 
 
+def test_a_submission_that_waits_answers_on_the_wsgi_server_too(api, worker) -> None:  # noqa: ANN001
+    """`POST /jobs` is an async view with a sync twin: under WSGI (no event loop of ours) it still answers."""
+    response = api.post(
+        "jobs?wait=60", {"generator": "transformers-text", "params": {"prompt": "wsgi", "max_new_tokens": 3}}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "succeeded"
+    assert response.json()["result"]["metadata"]["completion_tokens"] == 3
+
+
 def test_a_second_delivery_of_the_same_message_runs_nothing(api, worker) -> None:  # noqa: ANN001
     from aigc_saas.jobs.tasks import run_job
 

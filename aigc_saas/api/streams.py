@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -102,6 +103,7 @@ def _wait_seconds(raw: str) -> float | HttpResponse:
     return wait
 
 
+@csrf_exempt  # as the DRF view it calls is: API keys, not cookies (DRF checks CSRF itself for a session)
 async def job_create(request: HttpRequest) -> HttpResponse:
     """`POST /jobs`; with `?wait=N` it answers once the new job is terminal or N seconds passed: 200 with the
     finished job, else the 202 a submission gets, with the job as it is by then. A client that would submit and
