@@ -196,6 +196,14 @@ class Generator(ABC):
         """Jobs whose keys are equal may run together in `generate_batch`; None means never batch."""
         return None
 
+    @classmethod
+    def expected_steps(cls, params: Any) -> int:
+        """Opt-in: how many engine steps one job takes at most (a step runner's decode steps; text: its
+        `max_new_tokens`). A worker whose engine is full takes the job with the most work left first, so the
+        batch stays full to the end (see docs/plugins.md). Called at submission with validated params; 1 (every
+        job alike: oldest first) unless a plugin says otherwise."""
+        return 1
+
     def generate_batch(self, items: Sequence[BatchItem]) -> list[GenerationResult | GeneratorError]:
         """Run several compatible jobs; the default runs them one after another."""
         results: list[GenerationResult | GeneratorError] = []

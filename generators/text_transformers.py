@@ -196,6 +196,10 @@ class TextGenerator(Generator):
             "dtype": self.device.dtype if self.device else None,
         }
 
+    @classmethod
+    def expected_steps(cls, params: TextParams) -> int:
+        return int(params.max_new_tokens)  # one decode step a token, at most
+
     def batch_key(self, params: TextParams) -> tuple:
         # Every row has its own sampling settings, seed and stop rules: any two jobs can share a batch.
         return ()

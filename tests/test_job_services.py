@@ -66,6 +66,64 @@ def test_a_batch_claim_takes_jobs_in_fair_order_each_with_its_own_attempt(tenant
     assert services.claim_batch("cpu", "w3", limit=10) == []
 
 
+def test_a_job_records_the_steps_its_plugin_expects(tenant) -> None:  # noqa: ANN001
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "a", "max_new_tokens": 48})
+    default = services.submit_job(tenant, "transformers-text", {"prompt": "b"})
+    assert (job.steps, default.steps) == (48, 256)
+    assert Job.objects.get(pk=job.pk).steps == 48
+
+
+def _submitted_at(job: Job, at: object) -> None:
+    Job.objects.filter(pk=job.pk).update(created_at=at)
+
+
+def test_a_full_engine_takes_the_longest_job_first_among_jobs_submitted_together(tenant) -> None:  # noqa: ANN001
+    now = timezone.now()
+    jobs = {
+        n: services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": n}) for n in (16, 200, 64)
+    }
+    for n, job in jobs.items():
+        _submitted_at(job, now + timedelta(milliseconds=n // 16))  # the short one first, a few ms apart
+    step = {"transformers-text": 0.01}  # the worker's measured engine step
+    order = [services.claim_batch("cpu", "w", step_seconds=step)[0].steps for _ in range(3)]
+    assert order == [200, 64, 16]  # each claim the job with the most work: the batch ends together
+
+
+def test_without_a_measured_step_the_oldest_job_goes_first(tenant) -> None:  # noqa: ANN001
+    now = timezone.now()
+    short = services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 16})
+    long = services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 200})
+    _submitted_at(short, now)
+    _submitted_at(long, now + timedelta(milliseconds=5))
+    # No engine has run a step yet, or another generator's step: oldest first.
+    (first,) = services.claim_batch("cpu", "w", step_seconds={"other-plugin": 1.0})
+    assert first.pk == short.pk
+
+
+def test_a_short_job_waits_no_longer_than_the_longer_jobs_run_time(tenant) -> None:  # noqa: ANN001
+    now = timezone.now()
+    short = services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 16})
+    long = services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 216})
+    step = {"transformers-text": 0.01}  # the long job's 200 more steps: 2 s more work
+    # Submitted 2.5 s after the short one, the long job is not urgent enough to go first ...
+    _submitted_at(short, now)
+    _submitted_at(long, now + timedelta(seconds=2.5))
+    assert services.claim_batch("cpu", "w", step_seconds=step)[0].pk == short.pk
+    # ... 1.5 s after it, it is: its 2 s more work outweighs the 1.5 s the short one has waited.
+    short2 = services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 16})
+    _submitted_at(short2, now)
+    _submitted_at(long, now + timedelta(seconds=1.5))
+    assert services.claim_batch("cpu", "w", step_seconds=step)[0].pk == long.pk
+
+
+def test_tenant_turns_come_before_the_work_each_job_has(tenant, other_tenant) -> None:  # noqa: ANN001
+    busy = [services.submit_job(tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 200}) for _ in range(2)]
+    short = services.submit_job(other_tenant, "transformers-text", {"prompt": "p", "max_new_tokens": 16})
+    services.claim_job(busy[0].pk, "elsewhere")  # the busy tenant runs one job already
+    (first,) = services.claim_batch("cpu", "w", step_seconds={"transformers-text": 0.01})
+    assert first.pk == short.pk
+
+
 def test_each_claim_announces_its_attempt_so_a_stream_knows_a_restart(job) -> None:  # noqa: ANN001
     from aigc_saas.jobs import events
 

@@ -348,6 +348,7 @@ def _serve(loaded: list[tuple[Claimed, Served]]) -> Iterator[tuple[Claimed, Any]
             params=item.params,
             tenant=str(item.job.tenant_id),
             deadline=time.monotonic() + settings.AIGC_JOB_TIME_LIMIT,
+            steps=item.job.steps,
         )
         running[seq.id] = (item, target, seq)
         _live[seq.id] = seq

@@ -44,6 +44,9 @@ class Job(models.Model):
         null=True, blank=True, help_text="A running job whose worker stops renewing this is re-queued."
     )
     dispatch_count = models.PositiveIntegerField(default=0, help_text="Times the broker was rung for this job.")
+    steps = models.PositiveIntegerField(
+        default=1, help_text="Engine steps the job takes at most (its plugin's `expected_steps`): claim order."
+    )
     usage = models.JSONField(default=dict, blank=True, help_text="Metered use: tokens, megapixel-steps, seconds.")
     idempotency_key = models.CharField(max_length=200, blank=True)
     request_hash = models.CharField(max_length=64, blank=True)

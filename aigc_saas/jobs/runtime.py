@@ -95,8 +95,11 @@ def execute_job(job_id: str, queue: str | None = None) -> str:
             return "skipped"
     doorbell.answered(queue)  # before the queue is read: a job committed from now on rings anew
     with _claiming:
-        limit = claim_limit()
-        jobs = services.claim_batch(queue, worker_name(), preferred=job_id or None, limit=limit)
+        engines = engine_host.snapshot()
+        limit = claim_limit(engines)
+        jobs = services.claim_batch(
+            queue, worker_name(), preferred=job_id or None, limit=limit, step_seconds=step_seconds(engines)
+        )
     if not jobs:
         return "skipped"
     if len(jobs) >= limit:  # it took all it could: more may wait, for another thread or worker to claim
@@ -117,11 +120,23 @@ def execute_job(job_id: str, queue: str | None = None) -> str:
     return first.state
 
 
-def claim_limit() -> int:
+def claim_limit(engines: list[dict[str, Any]]) -> int:
     """How many jobs a doorbell claims: what this process's engines can start now, at most AIGC_CLAIM_BATCH,
     and one while no engine is loaded (the first job loads it; the rest wait in the queue, not in this worker)."""
-    free = sum(max(0, e["max_rows"] - e["running"] - e["waiting"]) for e in engine_host.snapshot())
+    free = sum(max(0, e["max_rows"] - e["running"] - e["waiting"]) for e in engines)
     return max(1, min(settings.AIGC_CLAIM_BATCH, free))
+
+
+def step_seconds(engines: list[dict[str, Any]]) -> dict[str, float]:
+    """Each generator's mean engine step in this process, as measured so far: what a job's `steps` cost in time
+    when a claim orders a full queue (services.claim_batch)."""
+    totals: dict[str, list[float]] = {}
+    for e in engines:
+        if e.get("steps_total"):
+            total = totals.setdefault(e["generator"], [0.0, 0.0])
+            total[0] += e["step_seconds_total"]
+            total[1] += e["steps_total"]
+    return {name: seconds / steps for name, (seconds, steps) in totals.items()}
 
 
 def _prepare(jobs: list[Job]) -> tuple[list[engine_host.Claimed], list[tuple[Job, Any]]]:

@@ -30,7 +30,8 @@ from generators.errors import ParamsInvalid
 log = logging.getLogger(__name__)
 
 
-def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[str, Any]:
+def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> tuple[dict[str, Any], int]:
+    """The params as stored (validated by the plugin's model) and the job's expected engine steps."""
     if not isinstance(params, dict):
         raise InvalidInput(
             "`params` must be a JSON object",
@@ -45,7 +46,15 @@ def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> dict[s
     except ParamsInvalid as exc:
         fields = [{**e, "field": f"params.{e['field']}", "message": f"`params.{e['message'][1:]}"} for e in exc.errors]
         raise InvalidInput("; ".join(f["message"] for f in fields), fields=fields) from None
-    return model.model_dump(mode="json", by_alias=True)  # as submitted: aliased fields keep their names
+    return model.model_dump(mode="json", by_alias=True), _expected_steps(cls, model)  # aliased fields keep names
+
+
+def _expected_steps(cls: Any, params: Any) -> int:
+    try:
+        return max(1, int(cls.expected_steps(params)))
+    except Exception:  # noqa: BLE001 - a plugin's estimate only orders a full queue: it never refuses a job
+        log.warning("%s.expected_steps failed; the job counts as one step", cls.__name__, exc_info=True)
+        return 1
 
 
 def submit_job(
@@ -78,7 +87,7 @@ def submit_job(
                 code="model_not_allowed",
             )
         model_id = model
-    clean = _validated_params(info.cls, record.default_params or {}, params)
+    clean, steps = _validated_params(info.cls, record.default_params or {}, params)
     validate_asset_params(tenant, info.cls, clean)  # asset ids: this tenant's, of accepted types (issue 12)
     capacity.check_fits_engines(generator, model_id, clean)
     queue = queue_for(record, info)
@@ -93,6 +102,7 @@ def submit_job(
                 plugin_version=info.version,
                 model_id=model_id,
                 params=clean,
+                steps=steps,
                 queue=queue,
                 origin=origin or {},
                 webhook_url=webhook_url,
@@ -195,12 +205,27 @@ def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
     return _take(job_id, row[0], row[1], worker, device) if row else None
 
 
-def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 1, device: str = "") -> list[Job]:
+def claim_batch(
+    queue: str,
+    worker: str,
+    *,
+    preferred: Any = None,
+    limit: int = 1,
+    device: str = "",
+    step_seconds: dict[str, float] | None = None,
+) -> list[Job]:
     """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement.
 
-    Fair order: the oldest job of the tenant with the fewest running jobs there, again and again, counting the
-    jobs already picked. A broker message is a doorbell for its queue: the job it names is taken when its
+    Fair order: the most urgent job of the tenant with the fewest running jobs there, again and again, counting
+    the jobs already picked. A broker message is a doorbell for its queue: the job it names is taken when its
     tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog cannot starve another's.
+
+    Urgent: least laxity first. With `step_seconds` (a generator's measured engine step, from the claiming
+    worker), a job counts as submitted `steps x step` earlier than it was: the time by which it must start to
+    finish when a job of no work submitted with it would. Jobs submitted together go longest first, so a full
+    engine's batch stays full to the end instead of ending on a few long rows (mixed lengths: see docs/engine.md);
+    a short job waits at most the longest job's run time more than it would oldest-first. Without a measured
+    step (no engine yet) or with equal steps, it is oldest first.
     A message stands for every job of its queue committed before a worker answers it (aigc_saas.jobs.doorbell);
     one that finds its job claimed already claims the next.
 
@@ -225,7 +250,7 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
                 .values_list("tenant_id", "n")
             )
         )
-        picked = [pk for pk, *_ in _fair_pick(candidates, running, preferred, limit)]
+        picked = [pk for pk, *_ in _fair_pick(candidates, running, preferred, limit, step_seconds or {})]
         # Claimable at the moment of the update, whatever happened since the read: a job another worker took
         # meanwhile is running under a live lease and is left alone.
         taken = Job.objects.filter(pk__in=picked).filter(_claimable(now)).update(**_claimed(now, worker, device))
@@ -244,23 +269,27 @@ def claim_batch(queue: str, worker: str, *, preferred: Any = None, limit: int = 
 
 
 def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
-    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts): `_claimable` as two
-    reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM compiled the OR anew every claim."""
-    names = ["id", "tenant_id", "state", "attempts", "created_at"]
+    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts, created_at, generator,
+    steps): `_claimable` as two reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM compiled
+    the OR anew every claim."""
+    names = ["id", "tenant_id", "state", "attempts", "created_at", "generator", "steps"]
     queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED)
     lapsed = rows.values(
         Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
     )
-    oldest = sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
-    return [row[:4] for row in oldest]
+    return sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
 
 
-def _fair_pick(candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int) -> list[tuple]:
+def _fair_pick(
+    candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int, step_seconds: dict[str, float]
+) -> list[tuple]:
     order = {c[0]: i for i, c in enumerate(candidates)}
+    # Least laxity: submitted `steps x step` earlier than it was (claim_batch); ties (equal work) oldest first.
+    urgency = {c[0]: c[4].timestamp() - c[6] * step_seconds.get(c[5], 0.0) for c in candidates}
     counts = dict(running)
     left, picked = list(candidates), []
     while left and len(picked) < limit:
-        best = min(left, key=lambda c: (counts.get(c[1], 0), str(c[0]) != str(preferred), order[c[0]]))
+        best = min(left, key=lambda c: (counts.get(c[1], 0), str(c[0]) != str(preferred), urgency[c[0]], order[c[0]]))
         picked.append(best)
         left.remove(best)
         counts[best[1]] = counts.get(best[1], 0) + 1

@@ -167,7 +167,17 @@ class StepEngine(_EngineThread):
         reserve = getattr(runner, "reserve", None)  # a runner that preallocates its cache sizes it from the budget
         if reserve is not None:
             budget_tokens = reserve(budget_tokens, max_rows)
-        self.scheduler = Scheduler(budget_tokens=budget_tokens, max_rows=max_rows, footprint=runner.footprint)
+        self.scheduler = Scheduler(
+            budget_tokens=budget_tokens,
+            max_rows=max_rows,
+            footprint=runner.footprint,
+            step_seconds=self.decode_step_seconds,
+        )
+
+    def decode_step_seconds(self) -> float:
+        """The mean step without a prefill, as measured so far (0 before the first): what a job's `steps` take."""
+        steps = self.steps_total - self.prefill_steps_total
+        return (self.step_seconds_total - self.prefill_step_seconds_total) / steps if steps > 0 else 0.0
 
     def stats(self) -> dict[str, Any]:
         running = list(self.scheduler.running)

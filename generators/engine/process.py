@@ -118,7 +118,7 @@ class ProcessEngine:
             if self._stopping:
                 raise RuntimeError(f"engine {self.name} is stopped")
             self._live[seq.id] = seq
-            self._conn.send(("submit", seq.id, seq.params, seq.tenant, seq.deadline))
+            self._conn.send(("submit", seq.id, seq.params, seq.tenant, seq.deadline, seq.steps))
         return seq
 
     def wake(self) -> None:
@@ -245,8 +245,8 @@ def _child_main(conn: Any, plugin: type, config: Any, device: Any, max_rows: int
         while True:
             message = conn.recv()
             if message[0] == "submit":
-                _, seq_id, params, tenant, deadline = message
-                seqs[seq_id] = seq = Sequence(id=seq_id, params=params, tenant=tenant, deadline=deadline)
+                _, seq_id, params, tenant, deadline, steps = message
+                seqs[seq_id] = seq = Sequence(id=seq_id, params=params, tenant=tenant, deadline=deadline, steps=steps)
                 seq.future.add_done_callback(lambda _, seq_id=seq_id: seqs.pop(seq_id, None))
                 engine.submit(seq)
             elif message[0] == "cancel":

@@ -2,7 +2,10 @@
 
 Admission is bounded by a KV-cache budget (token slots, from the hardware module) and a row cap, and is fair
 across tenants: waiting jobs are taken round-robin, one tenant at a time, so one tenant's backlog cannot starve
-another's job. Finished, cancelled and expired jobs leave at the next step boundary.
+another's job. Within a tenant's turn the job with the least laxity goes first: a job counts as submitted
+`steps x the engine's step` earlier than it was (`laxity`), so jobs that wait together go longest first and a
+full batch stays full until its end instead of finishing on a few long rows. Finished, cancelled and expired jobs
+leave at the next step boundary.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from generators.engine.sequence import Sequence
 Footprint = Callable[[Seq[Sequence]], int]
 
 
+def laxity(submitted_at: float, steps: int, step_seconds: float) -> float:
+    """When a job must start to end no later than a job of no work submitted with it (least laxity first):
+    jobs submitted together go longest first; a short one waits at most the longer one's run time more than it
+    would oldest-first. With no measured step (0), oldest first. The worker's claim orders its queue the same way
+    (aigc_saas.jobs.services.claim_batch)."""
+    return submitted_at - steps * step_seconds
+
+
 @dataclass
 class Plan:
     """One step: who joins (prefill), who leaves (released before the step)."""
@@ -27,12 +38,20 @@ class Plan:
 
 
 class Scheduler:
-    def __init__(self, *, budget_tokens: int, max_rows: int, footprint: Footprint | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        budget_tokens: int,
+        max_rows: int,
+        footprint: Footprint | None = None,
+        step_seconds: Callable[[], float] | None = None,
+    ) -> None:
         if budget_tokens <= 0 or max_rows <= 0:
             raise ValueError(f"`budget_tokens` and `max_rows` must be positive, got {budget_tokens}, {max_rows}")
         self.budget_tokens = budget_tokens
         self.max_rows = max_rows
         self.footprint: Footprint = footprint or (lambda rows: sum(r.cost for r in rows))
+        self.step_seconds: Callable[[], float] = step_seconds or (lambda: 0.0)  # the engine's measured step
         self.waiting: OrderedDict[str, deque[Sequence]] = OrderedDict()  # tenant -> its queue, in turn order
         self.running: list[Sequence] = []
         self._leaving: list[Sequence] = []
@@ -68,17 +87,18 @@ class Scheduler:
         self._leaving = []
         rows = list(self.running)
         blocked: set[str] = set()
+        step = self.step_seconds() if self.waiting_count > 1 else 0.0  # one job waiting: nothing to order
         while len(rows) < self.max_rows and self.waiting:
             candidates = [t for t in self.waiting if t not in blocked]
             if not candidates:
                 break
             tenant = candidates[0]
             queue = self.waiting[tenant]
-            seq = queue[0]
+            seq = min(queue, key=lambda s: laxity(s.submitted_at, s.steps, step)) if step else queue[0]
             if self.footprint([*rows, seq]) > self.budget_tokens:
-                blocked.add(tenant)  # keep its order: it goes first once room frees up
+                blocked.add(tenant)  # its most urgent job goes first once room frees up
                 continue
-            queue.popleft()
+            queue.remove(seq)
             # The tenant moves to the back of the turn order, so the next admission is another tenant's.
             del self.waiting[tenant]
             if queue:

@@ -24,6 +24,7 @@ class Sequence:
     future: Future = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
     cost: int = 0  # KV-cache token slots this job may need at most (set by the runner's `prepare`)
+    steps: int = 1  # engine steps the job takes at most (its plugin's `expected_steps`): the admission order
     prepared: Any = None  # the runner's own per-job data (token ids, ...)
     context: contextvars.Context | None = None  # the submitter's context (log fields), for work done for it alone
     _cancel: threading.Event = field(default_factory=threading.Event)

@@ -141,10 +141,11 @@ def params_problems(cls: type[Generator], sample_params: dict[str, Any] | None =
         problems += _bound_problems(f"{name}.{prop}", sub, schema)
     if sample_params is not None:
         try:
-            cls.validate_params(copy.deepcopy(sample_params))
+            validated = cls.validate_params(copy.deepcopy(sample_params))
         except ParamsInvalid as exc:
             problems.append(f"`sample_params` are rejected by `{name}`: {exc.message}; give params a job would send")
         else:
+            problems += _expected_steps_problems(cls, validated)
             if jsonschema is not None:
                 errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(sample_params), key=str)
                 problems += [
@@ -153,6 +154,17 @@ def params_problems(cls: type[Generator], sample_params: dict[str, Any] | None =
                     for e in errors
                 ]
     return problems
+
+
+def _expected_steps_problems(cls: type[Generator], params: Any) -> list[str]:
+    """`expected_steps` orders a full worker's queue: a whole number of steps, at least 1, for any valid params."""
+    try:
+        steps = cls.expected_steps(params)
+    except Exception as exc:  # noqa: BLE001 - report whatever the plugin raises
+        return [f"`{cls.__name__}.expected_steps(sample_params)` fails ({type(exc).__name__}: {exc})"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        return [f"`{cls.__name__}.expected_steps(sample_params)` returned {steps!r}: return an int of at least 1"]
+    return []
 
 
 def _invalid_variants(cls: type[Generator], sample: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:

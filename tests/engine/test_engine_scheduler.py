@@ -49,3 +49,39 @@ def test_cancelled_waiting_jobs_are_dropped_without_running() -> None:
     drop.cancel()
     assert scheduler.drop_waiting(lambda s: not s.cancelled) == [drop]
     assert scheduler.plan().joining == [keep]
+
+
+def timed(tenant: str, name: str, steps: int, at: float) -> Sequence:
+    return Sequence(id=name, params=SimpleNamespace(), tenant=tenant, cost=10, steps=steps, submitted_at=at)
+
+
+def test_jobs_that_wait_together_join_longest_first_once_the_step_is_measured() -> None:
+    measured = [0.0]
+    scheduler = Scheduler(budget_tokens=1000, max_rows=1, step_seconds=lambda: measured[0])
+    jobs = [timed("a", "short", 16, 100.0), timed("a", "long", 256, 100.01), timed("a", "mid", 64, 100.02)]
+    for s in jobs:
+        scheduler.add(s)
+    assert scheduler.plan().joining == [jobs[0]]  # no step measured yet: oldest first
+    measured[0] = 0.005
+    scheduler.finish(jobs[0])
+    assert scheduler.plan().joining == [jobs[1]]  # the most work first: the batch ends together
+    scheduler.finish(jobs[1])
+    assert scheduler.plan().joining == [jobs[2]]
+
+
+def test_a_short_job_is_passed_over_only_by_work_longer_than_its_wait() -> None:
+    scheduler = Scheduler(budget_tokens=1000, max_rows=1, step_seconds=lambda: 0.01)
+    short = timed("a", "short", 16, 100.0)
+    long = timed("a", "long", 216, 102.5)  # 2 s more work, submitted 2.5 s later
+    scheduler.add(short)
+    scheduler.add(long)
+    assert scheduler.plan().joining == [short]
+
+
+def test_tenants_take_turns_before_the_work_each_job_has() -> None:
+    scheduler = Scheduler(budget_tokens=1000, max_rows=2, step_seconds=lambda: 0.01)
+    a_long, a_longer = timed("a", "a-long", 200, 100.0), timed("a", "a-longer", 250, 100.0)
+    b_short = timed("b", "b-short", 16, 100.0)
+    for s in (a_long, a_longer, b_short):
+        scheduler.add(s)
+    assert scheduler.plan().joining == [a_longer, b_short]

@@ -97,6 +97,29 @@ def test_unbounded_and_undocumented_params_are_reported_with_the_fix() -> None:
     assert 'set model_config = ConfigDict(extra="forbid")' in problems
 
 
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        (lambda p: p.repeat, None),
+        (lambda p: 0, "returned 0"),
+        (lambda p: 2.5, "returned 2.5"),
+        (lambda p: p.nope, "fails"),
+    ],
+)
+def test_expected_steps_must_be_a_whole_number_of_steps(steps: Any, problem: str | None) -> None:
+    class Counted(Echo):
+        @classmethod
+        def expected_steps(cls, params: GoodParams) -> int:
+            return steps(params)
+
+    problems = "\n".join(params_problems(Counted, SAMPLE))
+
+    if problem is None:
+        assert problems == ""
+    else:
+        assert f"`Counted.expected_steps(sample_params)` {problem}" in problems
+
+
 def test_a_validator_that_crashes_is_reported_instead_of_a_field_error() -> None:
     class Crashy(GoodParams):
         @field_validator("prompt")
