@@ -329,12 +329,48 @@ def main() -> None:
             lengths = [rng.randint(16, 256) for _ in range(64)]
             mean = round(sum(lengths) / len(lengths))
             texts = prompts(64, 5)
-            wall, done = concurrent(
-                [Client(base, key) for _ in range(64)], [text_params(p, n) for p, n in zip(texts, lengths, strict=True)]
+            cases = {
+                "mixed": [text_params(p, n) for p, n in zip(texts, lengths, strict=True)],
+                "equal": [text_params(p, mean) for p in texts],
+            }
+            # Alternating pairs: this machine's speed drifts from one minute to the next, a pair's ratio less.
+            rates: dict[str, list[float]] = {"mixed": [], "equal": []}
+            rows: dict[str, list[float]] = {"mixed": [], "equal": []}
+            for _ in range(repeats):
+                for case, params in cases.items():
+                    before = engine_counters(base)
+                    wall, done = concurrent([Client(base, key) for _ in range(64)], params)
+                    after = engine_counters(base)
+                    rates[case].append(tokens(done) / wall)
+                    steps = after["aigc_engine_steps"] - before["aigc_engine_steps"]
+                    rows[case].append((after["aigc_engine_rows_stepped"] - before["aigc_engine_rows_stepped"]) / steps)
+            figures["mixed_lengths_64"] = median_of(rates["mixed"])
+            figures["equal_lengths_64"] = median_of(rates["equal"])
+            figures["mixed_over_equal_pairs"] = median_of(
+                [m / e for m, e in zip(rates["mixed"], rates["equal"], strict=True)]
             )
-            figures["mixed_lengths_64"] = tokens(done) / wall
-            wall, done = concurrent([Client(base, key) for _ in range(64)], [text_params(p, mean) for p in texts])
-            figures["equal_lengths_64"] = tokens(done) / wall
+            figures["mixed_mean_rows_per_step"] = median_of(rows["mixed"])
+            figures["equal_mean_rows_per_step"] = median_of(rows["equal"])
+            # The same mixed jobs in-process on an engine of 32 rows, so that half of them wait: admitted with the
+            # least laxity first (longest first when they wait together, the scheduler's order) against oldest
+            # first, alternating, the engine's measured step kept.
+            full = DirectEngine(generator, max_rows=32)
+            full.run(cases["mixed"][:32])  # warm-up: the engine measures its step
+            measured = full.engine.scheduler.step_seconds
+            orders: dict[str, list[float]] = {"laxity": [], "oldest": []}
+            steps: dict[str, int] = {}
+            for _ in range(repeats):
+                for order, step in (("laxity", measured), ("oldest", lambda: 0.0)):
+                    full.engine.scheduler.step_seconds = step
+                    before = full.engine.steps_total
+                    wall, _, count = full.run(cases["mixed"])
+                    orders[order].append(count / wall)
+                    steps[order] = full.engine.steps_total - before  # the same every time: no clock decides it
+            full.engine.stop()
+            figures["full_engine_mixed_laxity"] = median_of(orders["laxity"])
+            figures["full_engine_mixed_oldest_first"] = median_of(orders["oldest"])
+            figures["full_engine_mixed_laxity_steps"] = steps["laxity"]
+            figures["full_engine_mixed_oldest_first_steps"] = steps["oldest"]
 
         if "C" in parts:
             # ---- C. a short job among long ones ------------------------------------------------------------

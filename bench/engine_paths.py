@@ -27,7 +27,7 @@ class DirectEngine:
     """The plugin's runner in a StepEngine of this process, with no stack around it, built as the worker builds
     its engine (KV budget from the hardware module) and kept across measurements (its CUDA graphs too)."""
 
-    def __init__(self, generator: TextGenerator) -> None:
+    def __init__(self, generator: TextGenerator, max_rows: int = 64) -> None:
         from generators.engine.loop import StepEngine
         from hardware.kv import kv_budget_tokens
 
@@ -35,7 +35,7 @@ class DirectEngine:
         self.first: dict[str, float] = {}
         runner = generator.create_runner()
         budget = kv_budget_tokens(generator.device.device, runner.kv_bytes_per_token())
-        self.engine = StepEngine(runner, budget_tokens=budget, max_rows=64, emit=self._emit, name="direct")
+        self.engine = StepEngine(runner, budget_tokens=budget, max_rows=max_rows, emit=self._emit, name="direct")
 
     def _emit(self, outputs: list) -> None:
         now = time.perf_counter()
@@ -49,9 +49,10 @@ class DirectEngine:
 
         self.first.clear()
         start = time.perf_counter()
+        validated = [self.generator.validate_params(p) for p in params]
         seqs = [
-            self.engine.submit(Sequence(id=str(i), params=self.generator.validate_params(p)))
-            for i, p in enumerate(params)
+            self.engine.submit(Sequence(id=str(i), params=v, steps=self.generator.expected_steps(v)))
+            for i, v in enumerate(validated)
         ]
         results = [seq.future.result(600) for seq in seqs]
         wall = time.perf_counter() - start

@@ -91,6 +91,18 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
             f"   mixed {f['mixed_lengths_64']:.0f}, equal {f['equal_lengths_64']:.0f}: "
             f"{f['mixed_lengths_64'] / f['equal_lengths_64']:.2f}x (target within 15 %)"
         )
+        if "mixed_over_equal_pairs" in f:
+            print(
+                f"   median of the alternating pairs' ratios: {f['mixed_over_equal_pairs']:.2f}x; the engine's mean "
+                f"rows a step: mixed {f['mixed_mean_rows_per_step']:.1f}, equal {f['equal_mean_rows_per_step']:.1f}"
+            )
+        if "full_engine_mixed_laxity" in f:
+            print(
+                f"   the mixed jobs in-process on 32 rows (half wait): least laxity first "
+                f"{f['full_engine_mixed_laxity']:.0f}, oldest first {f['full_engine_mixed_oldest_first']:.0f}: "
+                f"{f['full_engine_mixed_laxity'] / f['full_engine_mixed_oldest_first']:.2f}x, in "
+                f"{f['full_engine_mixed_laxity_steps']:.0f} steps against {f['full_engine_mixed_oldest_first_steps']:.0f}"
+            )
     if "short_solo_s" in f:
         print("C. a 16-token job while 16 jobs of 512 tokens run")
         print(
