@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generators.base import GenerationResult
-from generators.engine.sampling import sample_rows
+from generators.engine.sampling import row_generator, sample_rows
 from generators.engine.sequence import Output, Sequence
 from generators.errors import GeneratorError
 
@@ -31,7 +31,7 @@ class Row:
     max_new: int
     temperature: float
     top_p: float
-    generator: Any  # torch.Generator: one per row, so no job shares a random stream with another
+    generator: Any  # random.Random: one per row, so no job shares a random stream with another
     stop: tuple[str, ...] = ()
     constraint: Any = None  # grammar state (generators.grammar.TokenConstraint) or None
     tokens: list[int] = field(default_factory=list)
@@ -204,12 +204,11 @@ class CausalLMRunner:
         return logits
 
     def _new_row(self, seq: Sequence) -> Row:
-        torch = self.torch
         params = seq.params
         seed = params.seed if params.seed is not None else secrets.randbits(63)
-        # On the CPU on every device: the same seed draws the same numbers on any accelerator, and a CUDA-graph
+        # On the host on every device: the same seed draws the same numbers on any accelerator, and a CUDA-graph
         # step can take the draws as an input (generators.engine.sampling).
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = row_generator(int(seed))
         constraint = self._constraints.pop(seq, None)
         return Row(
             seq=seq,

@@ -1,21 +1,27 @@
 """Per-row sampling for a batch: each row its own temperature (0 = greedy), top-p and random generator.
 
-The random draw of a row is one uniform number per step from that row's own generator, kept on the CPU, so a
-seeded job draws the same numbers whatever else is in the batch and whatever the device. Everything else is
-tensor arithmetic over the whole batch (`pick`), which a CUDA-graph step can run on the device as part of the graph.
+The random draw of a row is one uniform number per step from that row's own generator (`random.Random`, seeded by
+the job), kept on the host, so a seeded job draws the same numbers whatever else is in the batch and whatever the
+device. Everything else is tensor arithmetic over the whole batch (`pick`), which a CUDA-graph step can run on the
+device as part of the graph.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence as Seq
 from typing import Any
 
 
+def row_generator(seed: int) -> random.Random:
+    """A row's own random stream. Python's generator on the host: a `torch.rand(1, generator=...)` per row cost a
+    CPU step of 32 rows 0.15 ms in dispatch alone (0.003 ms this way)."""
+    return random.Random(seed)
+
+
 def draws(rows: Seq[Any]) -> list[float]:
     """This step's uniform number of each row (0.0 for a greedy row, which draws nothing)."""
-    import torch
-
-    return [float(torch.rand(1, generator=row.generator)) if row.temperature > 0 else 0.0 for row in rows]
+    return [row.generator.random() if row.temperature > 0 else 0.0 for row in rows]
 
 
 def pick(scores: Any, temperature: Any, top_p: Any, uniform: Any) -> Any:
@@ -28,8 +34,35 @@ def pick(scores: Any, temperature: Any, top_p: Any, uniform: Any) -> Any:
     import torch
 
     probs = torch.softmax(scores / temperature.clamp(min=1e-6)[:, None], dim=-1)
-    ordered, order = probs.sort(dim=-1, descending=True)
+    ordered, order = sort_descending(probs)
     return _pick_sorted(ordered, order, temperature, top_p, uniform, scores.argmax(dim=-1))
+
+
+# From this many probabilities on, a CPU sort packs each with its token id into one int64 and sorts those with
+# numpy (SIMD): 0.12 ms instead of torch's 0.56 ms for 32 rows of 400 tokens, 27 ms instead of 87 for 32 of
+# 32,000. Below it, torch's sort is the cheaper call. Both orders are the same: most likely first, ties by token id.
+PACKED_SORT_FROM = 2048
+_LOW = 0xFFFFFFFF
+
+
+def sort_descending(probs: Any) -> tuple[Any, Any]:
+    """(probabilities most likely first, their token ids) of each row of float32 `probs`, ties by token id: the
+    same order whatever the batch, so a seeded row picks the same token alone or batched."""
+    import torch
+
+    if probs.device.type != "cpu" or probs.numel() < PACKED_SORT_FROM or probs.dtype != torch.float32:
+        return probs.sort(dim=-1, descending=True, stable=True)
+    import numpy as np
+
+    values = probs.contiguous().numpy()
+    # A non-negative float32's bits, read as an integer, order as the float does: bits in the high half, and in the
+    # low half the token id counted down, so an ascending sort read backwards is most likely first, ties by id.
+    keys = values.view(np.int32).astype(np.int64) << 32
+    keys |= _LOW - np.arange(values.shape[-1], dtype=np.int64)
+    keys.sort(axis=-1)
+    keys = np.ascontiguousarray(keys[:, ::-1])
+    ordered = (keys >> 32).astype(np.int32).view(np.float32)
+    return torch.from_numpy(ordered), torch.from_numpy(_LOW - (keys & _LOW))
 
 
 # Rows whose kept head lies in their HEAD_TOKENS most likely tokens are picked from those alone: a sort of the

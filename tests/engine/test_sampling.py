@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import torch
 
-from generators.engine.sampling import sample_rows
+from generators.engine.sampling import PACKED_SORT_FROM, row_generator, sample_rows, sort_descending
 
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
 
 
 def row(temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(temperature=temperature, top_p=top_p, generator=torch.Generator().manual_seed(seed))
+    return SimpleNamespace(temperature=temperature, top_p=top_p, generator=row_generator(seed))
 
 
 def frequencies(rows: list[SimpleNamespace], draws: int = 20000) -> torch.Tensor:
@@ -73,3 +73,25 @@ def test_the_head_first_pick_takes_the_token_a_whole_sort_takes() -> None:
         assert pick_head_first(scores[3:4], temperature[3:4], top_p[3:4], uniform[3:4]).item() == int(
             pick_head_first(scores, temperature, top_p, uniform)[3]
         )
+
+
+def test_the_cpu_sort_orders_most_likely_first_ties_by_token_id_alone_or_batched() -> None:
+    """Above PACKED_SORT_FROM probabilities the CPU sorts packed integers with numpy; below, torch sorts. A row
+    alone (below) and in a batch (above) must get one order, ties included, or a seeded row could pick another
+    token when batched."""
+    vocab = 400
+    rng = torch.Generator().manual_seed(0)
+    logits = torch.randn(32, vocab, generator=rng)
+    logits[:, 100:300] = logits[:, 100:101]  # two hundred tokens tied in each row
+    logits[5] = 0.0  # a row of nothing but ties
+    probs = torch.softmax(logits, dim=-1)
+    assert probs.numel() >= PACKED_SORT_FROM > vocab
+    ordered, order = sort_descending(probs)
+    assert torch.equal(ordered, probs.gather(1, order))
+    assert bool((ordered[:, :-1] >= ordered[:, 1:]).all())
+    ties = ordered[:, :-1] == ordered[:, 1:]
+    assert bool(ties.any()) and bool((order[:, :-1][ties] < order[:, 1:][ties]).all())  # ties: lower id first
+    assert order[5].tolist() == list(range(vocab))
+    for i in (0, 5, 31):
+        alone_ordered, alone_order = sort_descending(probs[i : i + 1])
+        assert torch.equal(alone_order[0], order[i]) and torch.equal(alone_ordered[0], ordered[i])

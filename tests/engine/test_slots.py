@@ -223,7 +223,7 @@ def test_a_json_job_joining_and_leaving_mid_run_keeps_both_outputs(frame, slots)
     # A row with a grammar is decoded from host-side logits: the fused and look-ahead steps pause while it runs.
     plain = greedy(slots, PROMPTS[1], 100)
     constrained = slots.validate_params(
-        {"prompt": "bakery slogan", "seed": 4, "max_new_tokens": 60, "response_format": {"type": "json_object"}}
+        {"prompt": "bakery slogan", "seed": 1, "max_new_tokens": 60, "response_format": {"type": "json_object"}}
     )
     expected_plain, expected_json = summary(alone(frame, plain)), summary(alone(frame, constrained))
     assert expected_json[0].startswith("{") and expected_json[1] > 10 and expected_json[2] == "stop", expected_json
