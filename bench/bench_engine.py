@@ -357,20 +357,26 @@ def main() -> None:
             full = DirectEngine(generator, max_rows=32)
             full.run(cases["mixed"][:32])  # warm-up: the engine measures its step
             measured = full.engine.scheduler.step_seconds
-            orders: dict[str, list[float]] = {"laxity": [], "oldest": []}
+            orders: dict[str, list[float]] = {"laxity": [], "oldest": [], "equal": []}
             steps: dict[str, int] = {}
             for _ in range(repeats):
-                for order, step in (("laxity", measured), ("oldest", lambda: 0.0)):
+                for order, step, case in (
+                    ("laxity", measured, "mixed"),
+                    ("oldest", lambda: 0.0, "mixed"),
+                    ("equal", measured, "equal"),
+                ):
                     full.engine.scheduler.step_seconds = step
                     before = full.engine.steps_total
-                    wall, _, count = full.run(cases["mixed"])
+                    wall, _, count = full.run(cases[case])
                     orders[order].append(count / wall)
                     steps[order] = full.engine.steps_total - before  # the same every time: no clock decides it
             full.engine.stop()
             figures["full_engine_mixed_laxity"] = median_of(orders["laxity"])
             figures["full_engine_mixed_oldest_first"] = median_of(orders["oldest"])
+            figures["full_engine_equal"] = median_of(orders["equal"])
             figures["full_engine_mixed_laxity_steps"] = steps["laxity"]
             figures["full_engine_mixed_oldest_first_steps"] = steps["oldest"]
+            figures["full_engine_equal_steps"] = steps["equal"]
 
         if "C" in parts:
             # ---- C. a short job among long ones ------------------------------------------------------------

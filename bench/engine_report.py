@@ -103,6 +103,13 @@ def report(f: dict[str, float], model: str, device: str, n_new: int) -> None:
                 f"{f['full_engine_mixed_laxity'] / f['full_engine_mixed_oldest_first']:.2f}x, in "
                 f"{f['full_engine_mixed_laxity_steps']:.0f} steps against {f['full_engine_mixed_oldest_first_steps']:.0f}"
             )
+        if "full_engine_equal" in f:
+            print(
+                f"   ... against the equal jobs there ({f['full_engine_equal']:.0f}, "
+                f"{f['full_engine_equal_steps']:.0f} steps): least laxity "
+                f"{f['full_engine_mixed_laxity'] / f['full_engine_equal']:.2f}x, oldest first "
+                f"{f['full_engine_mixed_oldest_first'] / f['full_engine_equal']:.2f}x (target within 15 %)"
+            )
     if "short_solo_s" in f:
         print("C. a 16-token job while 16 jobs of 512 tokens run")
         print(
