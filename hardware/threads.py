@@ -5,6 +5,10 @@ thread per core, and OpenMP threads spin while they wait: when another process w
 stalls. Measured on a 2-core machine with the tiny Llama, a batch of 32 under a load average of 3 decoded at
 about 390 tokens/s with 2 threads and 7,200 with 1. So a worker leaves one core to the rest of the box by
 default; `AIGC_CPU_THREADS` sets the number outright (a dedicated CPU box: all its cores).
+
+The tokenizers library's Rust thread pool is kept out of the same processes: an engine step decodes a few short
+token windows, and handing them to the pool and waiting for its threads cost more than the work. Measured in one
+process with the tiny Llama, alternating: a step of 1 row 2.49 -> 1.93 ms, of 32 rows 5.17 -> 4.28 ms without it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ def cpu_threads() -> int:
 
 
 def configure_cpu_threads() -> int:
-    """Apply the policy to torch in this process (torch is imported here, so call it only where torch runs)."""
+    """Apply the policy to torch in this process (torch is imported here, so call it only where torch runs), and
+    turn the tokenizers' thread pool off unless `TOKENIZERS_PARALLELISM` says otherwise."""
     import torch
 
     threads = cpu_threads()
     torch.set_num_threads(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read by tokenizers at each call
     return threads
