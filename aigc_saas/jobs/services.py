@@ -20,6 +20,7 @@ from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
 from aigc_saas.jobs import capacity, events
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
+from aigc_saas.jobs.ordering import fair_pick
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from aigc_saas.validation import storable, unstorable_paths
@@ -216,18 +217,16 @@ def claim_batch(
 ) -> list[Job]:
     """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement.
 
-    Fair order: the most urgent job of the tenant with the fewest running jobs there, again and again, counting
-    the jobs already picked. A broker message is a doorbell for its queue: the job it names is taken when its
-    tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog cannot starve another's.
+    Fair order (aigc_saas.jobs.ordering): the most urgent job of the tenant with the fewest running jobs there,
+    again and again, counting the jobs already picked. A broker message is a doorbell for its queue: the job it
+    names is taken when its tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog
+    cannot starve another's. A message stands for every job of its queue committed before a worker answers it
+    (aigc_saas.jobs.doorbell); one that finds its job claimed already claims the next.
 
-    Urgent: least laxity first. With `step_seconds` (a generator's measured engine step, from the claiming
-    worker), a job counts as submitted `steps x step` earlier than it was: the time by which it must start to
-    finish when a job of no work submitted with it would. Jobs submitted together go longest first, so a full
-    engine's batch stays full to the end instead of ending on a few long rows (mixed lengths: see docs/engine.md);
-    a short job waits at most the longest job's run time more than it would oldest-first. Without a measured
-    step (no engine yet) or with equal steps, it is oldest first.
-    A message stands for every job of its queue committed before a worker answers it (aigc_saas.jobs.doorbell);
-    one that finds its job claimed already claims the next.
+    Urgent: least laxity first. With `step_seconds` (each generator's measured engine step, from the claiming
+    worker), jobs submitted together go longest first, so a full engine's batch stays full to its end instead of
+    ending on a few long rows; a short job waits at most the longer job's run time more than it would oldest
+    first. Without a measured step (no engine yet), or with equal steps, it is oldest first.
 
     Each job is claimed as `claim_job` claims one (its attempt number rises, which fences every later write of
     an older attempt); taking several at once lets a worker's engine start them together, one prefill and one
@@ -250,7 +249,7 @@ def claim_batch(
                 .values_list("tenant_id", "n")
             )
         )
-        picked = [pk for pk, *_ in _fair_pick(candidates, running, preferred, limit, step_seconds or {})]
+        picked = [pk for pk, *_ in fair_pick(candidates, running, preferred, limit, step_seconds or {})]
         # Claimable at the moment of the update, whatever happened since the read: a job another worker took
         # meanwhile is running under a live lease and is left alone.
         taken = Job.objects.filter(pk__in=picked).filter(_claimable(now)).update(**_claimed(now, worker, device))
@@ -278,22 +277,6 @@ def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
         Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
     )
     return sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
-
-
-def _fair_pick(
-    candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int, step_seconds: dict[str, float]
-) -> list[tuple]:
-    order = {c[0]: i for i, c in enumerate(candidates)}
-    # Least laxity: submitted `steps x step` earlier than it was (claim_batch); ties (equal work) oldest first.
-    urgency = {c[0]: c[4].timestamp() - c[6] * step_seconds.get(c[5], 0.0) for c in candidates}
-    counts = dict(running)
-    left, picked = list(candidates), []
-    while left and len(picked) < limit:
-        best = min(left, key=lambda c: (counts.get(c[1], 0), str(c[0]) != str(preferred), urgency[c[0]], order[c[0]]))
-        picked.append(best)
-        left.remove(best)
-        counts[best[1]] = counts.get(best[1], 0) + 1
-    return picked
 
 
 def record_placement(placed: list[tuple[Job, str, str]]) -> None:
