@@ -303,3 +303,13 @@ def test_a_claim_takes_a_lapsed_job_by_its_age_among_queued_ones(tenant) -> None
     taken = services.claim_batch(older.queue, "w2", limit=3)
     assert [j.pk for j in taken] == [older.pk, newer.pk]
     assert [j.attempts for j in taken] == [2, 1] and {j.worker for j in taken} == {"w2"}
+
+
+def test_a_claim_prices_steps_at_each_generators_measured_decode_step() -> None:
+    engines = [
+        {"generator": "text", "steps_total": 12, "step_seconds_total": 0.5, "prefill_steps_total": 2},
+        {"generator": "text", "steps_total": 0, "step_seconds_total": 0.0},  # loaded, never stepped
+        {"generator": "image", "steps_total": 4, "step_seconds_total": 8.0},  # a pass engine: a pass a step
+    ]
+    engines[0]["prefill_step_seconds_total"] = 0.3
+    assert runtime.step_seconds(engines) == pytest.approx({"text": 0.02, "image": 2.0})

@@ -128,14 +128,15 @@ def claim_limit(engines: list[dict[str, Any]]) -> int:
 
 
 def step_seconds(engines: list[dict[str, Any]]) -> dict[str, float]:
-    """Each generator's mean engine step in this process, as measured so far: what a job's `steps` cost in time
-    when a claim orders a full queue (services.claim_batch)."""
+    """Each generator's mean engine step without a prefill in this process, as measured so far (the engine's own
+    `decode_step_seconds`): what a job's `steps` cost in time when a claim orders a full queue (jobs.ordering)."""
     totals: dict[str, list[float]] = {}
     for e in engines:
-        if e.get("steps_total"):
+        steps = e.get("steps_total", 0) - e.get("prefill_steps_total", 0)
+        if steps > 0:
             total = totals.setdefault(e["generator"], [0.0, 0.0])
-            total[0] += e["step_seconds_total"]
-            total[1] += e["steps_total"]
+            total[0] += e["step_seconds_total"] - e.get("prefill_step_seconds_total", 0.0)
+            total[1] += steps
     return {name: seconds / steps for name, (seconds, steps) in totals.items()}
 
 

@@ -25,7 +25,7 @@ def laxity(submitted_at: float, steps: int, step_seconds: float) -> float:
     """When a job must start to end no later than a job of no work submitted with it (least laxity first):
     jobs submitted together go longest first; a short one waits at most the longer one's run time more than it
     would oldest-first. With no measured step (0), oldest first. The worker's claim orders its queue the same way
-    (aigc_saas.jobs.services.claim_batch)."""
+    (aigc_saas.jobs.ordering)."""
     return submitted_at - steps * step_seconds
 
 
