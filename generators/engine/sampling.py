@@ -46,11 +46,13 @@ _LOW = 0xFFFFFFFF
 
 
 def sort_descending(probs: Any) -> tuple[Any, Any]:
-    """(probabilities most likely first, their token ids) of each row of float32 `probs`, ties by token id: the
+    """(probabilities most likely first, their token ids) of each row of `probs`; on the CPU ties by token id, the
     same order whatever the batch, so a seeded row picks the same token alone or batched."""
     import torch
 
-    if probs.device.type != "cpu" or probs.numel() < PACKED_SORT_FROM or probs.dtype != torch.float32:
+    if probs.device.type != "cpu":  # as the CUDA graphs were captured and measured (generators/engine/slots.py)
+        return probs.sort(dim=-1, descending=True)
+    if probs.numel() < PACKED_SORT_FROM or probs.dtype != torch.float32:
         return probs.sort(dim=-1, descending=True, stable=True)
     import numpy as np
 
