@@ -111,3 +111,110 @@ def test_followers_give_their_connection_back_when_they_end_or_are_cancelled(mon
 async def _drain(batches) -> None:  # noqa: ANN001
     async for _ in batches:
         pass
+
+
+def test_followers_past_their_first_token_share_one_paced_read_and_each_gets_its_exact_text() -> None:
+    """12 jobs, 3 followers each: once past the first token they are served by their event loop's hub, which reads
+    every followed stream in one XREAD at most every pace, instead of each follower reading on its own."""
+    pace = 0.1
+    job_ids = [uuid.uuid4() for _ in range(12)]
+    texts = {job_id: [f"{n}:{i} " for i in range(40)] for n, job_id in enumerate(job_ids)}
+    all_first = threading.Event()
+
+    def publish() -> None:
+        for job_id in job_ids:
+            events.publish(job_id, "token", {"index": 0, "text": texts[job_id][0]})
+        assert all_first.wait(10)
+        for index in range(1, 40):  # ~0.4 s of tokens, every job's at each turn
+            for job_id in job_ids:
+                events.publish(job_id, "token", {"index": index, "text": texts[job_id][index]})
+            time.sleep(0.01)
+        for job_id in job_ids:
+            events.publish(job_id, "end", {"state": "succeeded"})
+
+    async def follow(job_id: uuid.UUID, firsts: list[int]) -> str:
+        got = []
+        async for batch in events.follow_batches(job_id, timeout=20, pace=pace):
+            got.extend(batch)
+            if len(got) == len([entry for entry in got if entry[1] == "token"]) == 1:
+                firsts.append(1)
+                if len(firsts) == 3 * len(job_ids):
+                    all_first.set()
+        assert got[-1][1] == "end"
+        return "".join(events.json.loads(data)["text"] for _, event, data in got if event == "token")
+
+    async def main() -> tuple[list[str], float]:
+        firsts: list[int] = []
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        started = time.monotonic()
+        followed = await asyncio.gather(*(follow(job_id, firsts) for job_id in job_ids for _ in range(3)))
+        took = time.monotonic() - started
+        publisher.join(10)
+        return followed, took
+
+    before = _xreads()
+    followed, took = asyncio.run(main())
+    reads = _xreads() - before
+    assert followed == ["".join(texts[job_id]) for job_id in job_ids for _ in range(3)]
+    # Each follower reads on its own up to its first token (36 reads, a few more if one came back empty); then
+    # the hub makes at most one read a pace for all of them, where each on its own would make 36.
+    assert reads <= 36 + 6 + took / pace + 2
+
+
+def _xreads() -> int:
+    """XREAD calls Redis has answered so far."""
+    return int(events.client().info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
+
+
+def test_a_follower_that_joins_behind_the_hub_gets_every_entry_after_its_own_id_once() -> None:
+    """A late follower of a stream the hub already reads from further on starts where it is, not where the hub is."""
+    key = events.stream_key(uuid.uuid4())
+    job_id = key.split(":")[2]
+
+    async def main() -> tuple[list[str], list[str]]:
+        ids = [events.publish(job_id, "token", {"index": i, "text": f"t{i}"}) for i in range(5)]
+        hub = events._Hub(events._async_client(), 0.05)
+        ahead = hub.join(key, ids[3])
+        first = await ahead.next(2)
+        behind = hub.join(key, ids[0])  # joins while the hub's reads start after ids[4]
+        await asyncio.sleep(0.1)
+        events.publish(job_id, "token", {"index": 5, "text": "t5"})
+        events.publish(job_id, "end", {"state": "succeeded"})
+        got_ahead, got_behind = first, []
+        while not got_ahead or got_ahead[-1][1] != "end":
+            got_ahead += await ahead.next(2)
+        while not got_behind or got_behind[-1][1] != "end":
+            got_behind += await behind.next(2)
+        assert not hub.keys  # both left when their `end` was handed to them
+        hub.task.cancel()
+        return [events.json.loads(d).get("text", e) for _, e, d in got_ahead], [
+            events.json.loads(d).get("text", e) for _, e, d in got_behind
+        ]
+
+    ahead, behind = asyncio.run(main())
+    assert ahead == ["t4", "t5", "end"]
+    assert behind == ["t1", "t2", "t3", "t4", "t5", "end"]
+
+
+def test_the_hub_reconnects_when_its_connection_is_cut_and_its_followers_go_on() -> None:
+    job_id = uuid.uuid4()
+    key = events.stream_key(job_id)
+
+    async def main() -> list[str]:
+        hub = events._Hub(events._async_client(), 0.05)
+        follower = hub.join(key, events.publish(job_id, "token", {"index": 0, "text": "a"}))
+        events.publish(job_id, "token", {"index": 1, "text": "b"})
+        got = await follower.next(2)
+        # Redis drops every other connection (a restart, a proxy's idle cut): the hub's read fails.
+        events.client().client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.2)
+        events.publish(job_id, "token", {"index": 2, "text": "c"})
+        events.publish(job_id, "end", {"state": "succeeded"})
+        deadline = time.monotonic() + 5
+        while got[-1][1] != "end" and time.monotonic() < deadline:
+            got += await follower.next(1)
+        hub.task.cancel()
+        return [events.json.loads(data).get("text", event) for _, event, data in got]
+
+    assert asyncio.run(main()) == ["b", "c", "end"]

@@ -12,6 +12,7 @@ committed).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import threading
@@ -160,31 +161,31 @@ async def follow_batches(
     write, and their data is not parsed only to be serialized again. A heartbeat is a list of its own,
     `[("", "heartbeat", "{}")]`; a list that holds `end` ends with it.
 
-    `pace` (seconds): once a `token` has been yielded, reads start at least this long apart, so what a job
-    publishes meanwhile comes in one read. A follower of a fast job then wakes at most 1/pace times a second
-    instead of at every publish (every 20 ms from a busy worker): with hundreds of open streams that is most of
-    what a web process spends on them. The first token and everything before it come at once.
+    `pace` (seconds): once a `token` has been yielded, the follower is handed to its event loop's hub
+    (`_Hub`), which reads every such follower's stream in one XREAD at most every `pace` seconds, so what a job
+    publishes meanwhile comes in one batch. A follower of a fast job then wakes at most 1/pace times a second
+    instead of at every publish (every 20 ms from a busy worker), and a web process with hundreds of open streams
+    makes 1/pace reads a second, not hundreds of times that. The first token and everything before it come at
+    once, from the follower's own reads.
     """
-    reader = _Reader(_async_client(), stream_key(job_id))
     deadline = time.monotonic() + timeout
     last = after
+    reader: _Reader | None = _Reader(_async_client(), stream_key(job_id))
+    hub: _Hub | None = None
+    follower: _Follower | None = None
     quiet_since = time.monotonic()
-    read_at: float | None = None  # when the last read began, once a token has gone out
     try:
         while (left := deadline - time.monotonic()) > 0:
-            if read_at is not None:
-                wait = read_at + pace - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(min(wait, left))
-                    continue
-                read_at = time.monotonic()
-            block = min(left, heartbeat or left, BLOCK_MS / 1000)
-            try:
-                entries = await reader.read(last, max(1, int(block * 1000)))
-            except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
-                log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
-                await asyncio.sleep(min(0.5, max(left, 0)))
-                entries = []
+            wait = min(left, heartbeat or left, BLOCK_MS / 1000)
+            if follower is not None:
+                entries = await follower.next(wait)
+            else:
+                try:
+                    entries = [_raw(i, f) for i, f in await reader.read(last, max(1, int(wait * 1000)))]
+                except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
+                    log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
+                    await asyncio.sleep(min(0.5, max(left, 0)))
+                    entries = []
             if not entries:
                 if heartbeat and time.monotonic() - quiet_since >= heartbeat:
                     quiet_since = time.monotonic()
@@ -192,18 +193,178 @@ async def follow_batches(
                 continue
             quiet_since = time.monotonic()
             batch = []
-            for entry_id, fields in entries:
-                entry = _raw(entry_id, fields)
+            for entry in entries:
                 batch.append(entry)
                 last = entry[0]
                 if entry[1] == "end":
                     yield batch
                     return
-            if pace > 0 and read_at is None and any(entry[1] == "token" for entry in batch):
-                read_at = time.monotonic()
+            if pace > 0 and follower is None and any(entry[1] == "token" for entry in batch):
+                await reader.close()
+                reader = None
+                hub = _hub(pace)
+                follower = hub.join(stream_key(job_id), last)
             yield batch
     finally:
-        await reader.close()
+        if reader is not None:
+            await reader.close()
+        if follower is not None:
+            hub.leave(follower)
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    """A stream id as the pair Redis orders ids by ("1700000000000-3" → (1700000000000, 3))."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Follower:
+    """One follower's place in its hub: the last id it was handed and what came after it, not yet taken."""
+
+    __slots__ = ("key", "last", "pending", "ready")
+
+    def __init__(self, key: str, last: str) -> None:
+        self.key, self.last = key, last
+        self.pending: list[tuple[str, str, str]] = []
+        self.ready = asyncio.Event()
+
+    async def next(self, wait: float) -> list[tuple[str, str, str]]:
+        """What the hub handed over since the last call, waiting up to `wait` seconds for it; [] when none came."""
+        if not self.pending:
+            try:
+                async with asyncio.timeout(wait):
+                    await self.ready.wait()
+            except TimeoutError:
+                return []
+        self.ready.clear()
+        taken, self.pending = self.pending, []
+        return taken
+
+
+class _Hub:
+    """One reader for all of an event loop's followers past their first token (a web process's open streams).
+
+    Each read is one XREAD of every followed stream from the earliest id its followers were handed, on one held
+    connection, at most every `pace` seconds and blocking at most that long when nothing is new; each follower is
+    handed the entries after its own last id. A follower that joined while a read was in flight, or that is behind
+    where that read started, is served by the next read (which starts at its id), so nothing is skipped. The hub's
+    task ends, giving its connection back, after IDLE_SECONDS without a follower."""
+
+    IDLE_SECONDS = 30.0
+
+    def __init__(self, client: aioredis.Redis, pace: float) -> None:
+        self.pool, self.pace = client.connection_pool, pace
+        self.loop = asyncio.get_running_loop()
+        self.keys: dict[str, list[_Follower]] = {}
+        self.joined = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.reads = 0
+
+    def join(self, key: str, last: str) -> _Follower:
+        follower = _Follower(key, last)
+        self.keys.setdefault(key, []).append(follower)
+        self.joined.set()
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._run())
+        return follower
+
+    def leave(self, follower: _Follower) -> None:
+        group = self.keys.get(follower.key)
+        if group is not None and follower in group:
+            group.remove(follower)
+            if not group:
+                del self.keys[follower.key]
+
+    async def _run(self) -> None:
+        connection: Any = None
+        try:
+            await asyncio.sleep(self.pace)  # its first follower just had a read of its own
+            while True:
+                if not self.keys:
+                    self.joined.clear()
+                    try:
+                        async with asyncio.timeout(self.IDLE_SECONDS):
+                            await self.joined.wait()
+                    except TimeoutError:
+                        return
+                    await asyncio.sleep(self.pace)
+                    continue
+                began = time.monotonic()
+                starts = {key: min((f.last for f in group), key=_order) for key, group in self.keys.items()}
+                try:
+                    if connection is None:
+                        connection = await self.pool.get_connection()
+                    block_ms = max(1, int(self.pace * 1000))
+                    await connection.send_command(
+                        "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", *starts, *starts.values()
+                    )
+                    reply = await connection.read_response()
+                    self.reads += 1
+                except Exception as exc:  # noqa: BLE001 - Redis restarting: the followers' heartbeats go on meanwhile
+                    log.log(
+                        logging.WARNING if isinstance(exc, redis.RedisError) else logging.ERROR,
+                        "reading %d job event streams failed (%s); retrying",
+                        len(starts),
+                        exc,
+                        exc_info=not isinstance(exc, redis.RedisError),
+                    )
+                    if connection is not None:
+                        await connection.disconnect()
+                        await self.pool.release(connection)
+                        connection = None
+                    await asyncio.sleep(0.5)
+                    continue
+                for key, entries in _streams(reply):
+                    self._hand_out(key, starts[key], entries)
+                rest = began + self.pace - time.monotonic()
+                if rest > 0:
+                    await asyncio.sleep(rest)
+        finally:
+            if connection is not None:
+                await self.pool.release(connection)
+
+    def _hand_out(self, key: str, start: str, entries: list[Any]) -> None:
+        group = self.keys.get(key)
+        if not group or not entries:
+            return
+        raw = [_raw(entry_id, fields) for entry_id, fields in entries]
+        orders = [_order(entry[0]) for entry in raw]
+        start_order = _order(start)
+        ended = []
+        for follower in group:
+            mine = _order(follower.last)
+            if mine < start_order:  # joined behind where this read started: the next read starts at its id
+                continue
+            handed = raw[bisect.bisect_right(orders, mine) :]
+            if handed:
+                follower.pending.extend(handed)
+                follower.last = handed[-1][0]
+                follower.ready.set()
+                if handed[-1][1] == "end":
+                    ended.append(follower)
+        for follower in ended:
+            self.leave(follower)
+
+
+def _streams(reply: Any) -> list[tuple[str, list[Any]]]:
+    """(key, entries) of each stream in an XREAD reply, RESP2 or RESP3."""
+    if not reply:
+        return []
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    return [(key.decode() if isinstance(key, bytes) else key, entries) for key, entries in pairs]
+
+
+_hubs: dict[int, _Hub] = {}
+
+
+def _hub(pace: float) -> _Hub:
+    """This event loop's hub (one per loop and pace)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(id(loop))
+    if found is None or found.pace != pace or found.loop is not loop:
+        found = _Hub(_async_client(), pace)
+        _hubs[id(loop)] = found
+    return found
 
 
 class _Reader:
