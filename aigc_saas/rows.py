@@ -29,10 +29,11 @@ _plans: dict[tuple[Any, ...], tuple[str, list[models.Field]]] = {}
 _converters: dict[tuple[Any, ...], list[tuple[int, list[Callable], Any]]] = {}
 
 
-def one(model: type[M], **conditions: Any) -> M | None:
+def one(model: type[M], *, defer: Sequence[str] = (), **conditions: Any) -> M | None:
     """The row of `model` that meets `conditions` (a unique lookup: at most one row comes back), or None. A value
-    the field cannot take raises as the ORM would."""
-    found = _instances(model, conditions, limit=1)
+    the field cannot take raises as the ORM would. `defer`: fields not read now (as the ORM's `defer`: the first
+    access reads one from the database)."""
+    found = _instances(model, conditions, limit=1, defer=tuple(defer))
     return found[0] if found else None
 
 
@@ -125,11 +126,18 @@ def refresh(instance: models.Model) -> None:
 
 
 def _instances(
-    model: type[M], conditions: dict[str, Any], *, order_by: tuple[str, ...] = (), limit: int | None = None
+    model: type[M],
+    conditions: dict[str, Any],
+    *,
+    order_by: tuple[str, ...] = (),
+    limit: int | None = None,
+    defer: tuple[str, ...] = (),
 ) -> list[M]:
     using = router.db_for_read(model)
     connection = connections[using]
     fields = model._meta.concrete_fields
+    if defer:
+        fields = [f for f in fields if f.name not in defer and f.attname not in defer]
     attnames = [f.attname for f in fields]
     return [
         model.from_db(using, attnames, _convert(connection, model, fields, row))

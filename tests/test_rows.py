@@ -32,6 +32,17 @@ def test_one_gives_the_instance_the_orm_gives(tenant) -> None:  # noqa: ANN001
     assert fields_of(rows.one(Tenant, pk=tenant.pk)) == fields_of(Tenant.objects.get(pk=tenant.pk))
 
 
+def test_one_can_leave_fields_unread_as_the_orms_defer_does(tenant) -> None:  # noqa: ANN001
+    """A deferred field is not read with the row; reading it later gets the stored value, as `defer()` would."""
+    job = services.submit_job(tenant, "transformers-text", {"prompt": "deferred", "max_new_tokens": 5})
+    Job.objects.filter(pk=job.pk).update(result={"text": "later"})
+    lean = rows.one(Job, defer=("result", "params"), id=job.pk)
+    assert lean.get_deferred_fields() == {"result", "params"}
+    assert lean.state == "queued" and lean.tenant_id == tenant.pk
+    assert lean.result == {"text": "later"} and lean.params["prompt"] == "deferred"  # read on first access
+    assert lean.get_deferred_fields() == set()
+
+
 def test_one_is_none_when_nothing_matches_and_refresh_raises_for_a_gone_row(tenant) -> None:  # noqa: ANN001
     job = services.submit_job(tenant, "transformers-text", {"prompt": "x"})
     assert rows.one(Job, id=job.pk, tenant_id=Tenant.objects.create(name="B", slug="b").pk) is None

@@ -421,19 +421,19 @@ async def wait_until_terminal(job_id: Any, timeout: float) -> bool:
 async def wait_for_end(job_id: Any, timeout: float) -> bool:
     """True when the job's `end` event is published, or was before (its end stream replays); False after
     `timeout` or while Redis is unreachable (the caller reads the database)."""
-    redis_client = _async_client()
+    reader = _Reader(_async_client(), end_key(job_id))  # the XREAD without redis-py's per-call wrapping
     deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            reply = await redis_client.xread(
-                {end_key(job_id): "0"}, count=1, block=max(1, int(min(left, BLOCK_MS / 1000) * 1000))
-            )
-        except redis.RedisError as exc:
-            log.warning("waiting for the end of job %s failed (%s)", job_id, exc)
-            return False
-        if reply:
-            return True
-    return False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if await reader.read("0", max(1, int(min(left, BLOCK_MS / 1000) * 1000))):
+                    return True
+            except redis.RedisError as exc:
+                log.warning("waiting for the end of job %s failed (%s)", job_id, exc)
+                return False
+        return False
+    finally:
+        await reader.close()
 
 
 def _is_terminal(job_id: Any) -> bool:
