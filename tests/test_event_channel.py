@@ -176,16 +176,16 @@ def test_a_follower_that_joins_behind_the_hub_gets_every_entry_after_its_own_id_
         ids = [events.publish(job_id, "token", {"index": i, "text": f"t{i}"}) for i in range(5)]
         hub = events._Hub(events._async_client(), 0.05)
         ahead = hub.join(key, ids[3])
-        first = await ahead.next(2)
+        first = await ahead.next()
         behind = hub.join(key, ids[0])  # joins while the hub's reads start after ids[4]
         await asyncio.sleep(0.1)
         events.publish(job_id, "token", {"index": 5, "text": "t5"})
         events.publish(job_id, "end", {"state": "succeeded"})
         got_ahead, got_behind = first, []
         while not got_ahead or got_ahead[-1][1] != "end":
-            got_ahead += await ahead.next(2)
+            got_ahead += await ahead.next()
         while not got_behind or got_behind[-1][1] != "end":
-            got_behind += await behind.next(2)
+            got_behind += await behind.next()
         assert not hub.keys  # both left when their `end` was handed to them
         hub.task.cancel()
         return [events.json.loads(d).get("text", e) for _, e, d in got_ahead], [
@@ -205,7 +205,7 @@ def test_the_hub_reconnects_when_its_connection_is_cut_and_its_followers_go_on()
         hub = events._Hub(events._async_client(), 0.05)
         follower = hub.join(key, events.publish(job_id, "token", {"index": 0, "text": "a"}))
         events.publish(job_id, "token", {"index": 1, "text": "b"})
-        got = await follower.next(2)
+        got = await follower.next()
         # Redis drops every other connection (a restart, a proxy's idle cut): the hub's read fails.
         events.client().client_kill_filter(_type="normal", skipme=True)
         await asyncio.sleep(0.2)
@@ -213,7 +213,7 @@ def test_the_hub_reconnects_when_its_connection_is_cut_and_its_followers_go_on()
         events.publish(job_id, "end", {"state": "succeeded"})
         deadline = time.monotonic() + 5
         while got[-1][1] != "end" and time.monotonic() < deadline:
-            got += await follower.next(1)
+            got += await follower.next()
         hub.task.cancel()
         return [events.json.loads(data).get("text", event) for _, event, data in got]
 

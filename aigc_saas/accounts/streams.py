@@ -67,9 +67,10 @@ class KeyWatch:
     def __init__(self, key_id: Any) -> None:
         self.key_id = key_id
         self.checked = time.monotonic()
+        self.every = settings.AIGC_STREAM_KEY_CHECK_SECONDS  # asked at each batch: read once, not each time
 
     async def revoked(self) -> bool:
-        if time.monotonic() - self.checked < settings.AIGC_STREAM_KEY_CHECK_SECONDS:
+        if time.monotonic() - self.checked < self.every:
             return False
         self.checked = time.monotonic()
         return not await in_thread(key_is_active)(self.key_id)

@@ -191,9 +191,10 @@ def _frame_text(event: str, data: str, event_id: str = "") -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
-async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[str]:
+async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) -> AsyncIterator[bytes]:
     """The job's events as SSE frames: the events of one read of the stream go out as one chunk (one write to the
-    client; the data as the channel stored it, the JSON `_frame` would write)."""
+    client; the data as the channel stored it, the JSON `_frame` would write). Chunks are bytes: Django encodes a
+    str chunk by looking its charset up again each time."""
     tenant_id = drf_request.user.tenant.pk
     key = KeyWatch(key_id)
     try:
@@ -206,13 +207,15 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
             pace=settings.AIGC_STREAM_INTERVAL_MS / 1000,
         ):
             if await key.revoked():
-                yield _frame("error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"})
+                yield _frame(
+                    "error", {"code": "api_key_revoked", "message": "the API key of this stream was revoked"}
+                ).encode()
                 return
             frames, lost_end = [], False
             for event_id, event, data in batch:
                 if event == "end":
                     frames.append(_frame("end", await in_thread(_serialized)(job_id, drf_request), event_id))
-                    yield "".join(frames)
+                    yield "".join(frames).encode()
                     return
                 if event == "heartbeat":
                     # A job already over whose `end` was lost while Redis was down: its end frame is read below.
@@ -222,9 +225,9 @@ async def _stream(job_id: Any, after: str, key_id: Any, drf_request: Request) ->
                     continue
                 frames.append(_frame_text(event, data, event_id))
             if frames:
-                yield "".join(frames)
+                yield "".join(frames).encode()
             if lost_end:
                 break
-        yield _frame("end", await in_thread(_serialized)(job_id, drf_request))
+        yield _frame("end", await in_thread(_serialized)(job_id, drf_request)).encode()
     finally:
         await close_stream(tenant_id)
