@@ -28,9 +28,13 @@ def test_a_job_of_another_tenant_starts_before_the_backlog_queued_ahead_of_it(te
         assert time.monotonic() < deadline, "the other tenant's job never ran"
         time.sleep(0.05)
 
-    started_while_waiting = Job.objects.filter(
-        tenant=tenant, started_at__gt=late.created_at, started_at__lt=late.started_at
-    ).count()
+    # The jobs of one claim share its `started_at`: how many claims took backlog jobs while the late job waited.
+    claims_while_waiting = (
+        Job.objects.filter(tenant=tenant, started_at__gt=late.created_at, started_at__lt=late.started_at)
+        .values("started_at")
+        .distinct()
+        .count()
+    )
     durations = [
         (j.finished_at - j.started_at).total_seconds()
         for j in Job.objects.filter(tenant=tenant, state="succeeded", started_at__lt=late.created_at)
@@ -38,9 +42,10 @@ def test_a_job_of_another_tenant_starts_before_the_backlog_queued_ahead_of_it(te
     waited = (late.started_at - late.created_at).total_seconds()
     print(f"late job waited {waited:.2f} s; one backlog job ran {min(durations):.2f}..{max(durations):.2f} s")
     assert late.state == "succeeded"
-    # A claim that had already read the queue when the late job was committed may still take a backlog job; with
-    # a pool of task threads two such claims were seen in flight on a loaded 2-core machine (CI, fresh clone).
-    assert started_while_waiting <= 2, f"{started_while_waiting} backlog jobs were claimed before it"
+    # A claim that had already read the queue when the late job was committed may still take backlog jobs (as many
+    # as its engines had rows for); with a pool of task threads two such claims were seen in flight on a loaded
+    # 2-core machine (CI, fresh clone). Counting jobs instead of claims failed once with one claim of 3.
+    assert claims_while_waiting <= 2, f"{claims_while_waiting} claims took backlog jobs before it"
     assert waited <= max(durations)
     for job in Job.objects.filter(tenant=tenant, state__in=("queued", "running")):
         with contextlib.suppress(Conflict):  # it may have finished meanwhile
