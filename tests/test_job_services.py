@@ -164,6 +164,23 @@ def test_a_stale_attempt_can_write_nothing_once_its_lease_lapsed_and_another_cla
     assert Artifact.objects.filter(job=job).count() == 0
 
 
+def test_a_claim_paused_before_it_read_its_jobs_back_takes_none_and_says_so(job, monkeypatch, caplog) -> None:  # noqa: ANN001
+    """A worker stopped between a claim's update and its read-back (SIGSTOP) wakes to find the job another
+    attempt's: it returns nothing to run and logs why (the chaos test's paused worker looks for that line)."""
+    read_back = services.rows.all
+
+    def another_worker_claims_meanwhile(model, *args, **conditions):  # noqa: ANN001, ANN202
+        Job.objects.filter(pk=job.pk).update(worker="second-worker", attempts=2, started_at=timezone.now())
+        return read_back(model, *args, **conditions)
+
+    monkeypatch.setattr(services.rows, "all", another_worker_claims_meanwhile)
+    with caplog.at_level("WARNING", logger="aigc_saas.jobs.services"):
+        assert services.claim_batch(job.queue, "paused-worker", limit=4) == []
+    assert "1 of the 1 jobs this claim took were taken over by another attempt" in caplog.text
+    job.refresh_from_db()
+    assert (job.worker, job.attempts) == ("second-worker", 2)
+
+
 def test_the_same_idempotency_key_and_body_return_the_first_job_and_another_body_is_a_conflict(tenant) -> None:  # noqa: ANN001
     first = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, idempotency_key="k1")
     again = services.submit_job(tenant, "transformers-text", {"prompt": "x"}, idempotency_key="k1")

@@ -261,6 +261,13 @@ def claim_batch(
             for job in rows.all(Job, id__in=picked, state=JobState.RUNNING, worker=worker, started_at=now)
         }
         jobs = [mine[str(pk)] for pk in picked if str(pk) in mine]  # in the fair order
+        if len(jobs) < taken:  # this worker stopped between the two statements (SIGSTOP, a long GC pause): lost
+            log.warning(
+                "%d of the %d jobs this claim took were taken over by another attempt or ended before it read "
+                "them back; it leaves them alone",
+                taken - len(jobs),
+                taken,
+            )
         # `attempt` > 1: the job starts over (its worker was lost); a stream's text so far is void.
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return jobs

@@ -75,7 +75,8 @@ def test_a_worker_paused_past_its_lease_writes_nothing_once_resumed(chaos_stack,
     retaken = time.monotonic() - stopped_at
     wait_for(lambda: terminal([job_id]), 180, "the second attempt finished")
     paused.signal(signal.SIGCONT)  # the stale attempt wakes up with its lease long gone
-    # It stops at its next lease renewal, or, had its engine finished first, its fenced result write is refused.
+    # It stops at its next lease renewal, or, had its engine finished first, its fenced result write is refused;
+    # paused inside its claim (between the update and the read-back), it finds the job another attempt's.
     wait_for(lambda: STALE_STOPS.search(paused.log_path.read_bytes()), 30, "the stale attempt stops")
 
     [job] = check_outcome([job_id], artifacts_per_job=2)
