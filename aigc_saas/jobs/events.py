@@ -176,12 +176,12 @@ async def follow_batches(
     quiet_since = time.monotonic()
     try:
         while (left := deadline - time.monotonic()) > 0:
-            wait = min(left, heartbeat or left, BLOCK_MS / 1000)
             if follower is not None:
                 entries = await follower.next()
             else:
+                block_ms = max(1, int(min(left, heartbeat or left, BLOCK_MS / 1000) * 1000))
                 try:
-                    entries = [_raw(i, f) for i, f in await reader.read(last, max(1, int(wait * 1000)))]
+                    entries = [_raw(i, f) for i, f in await reader.read(last, block_ms)]
                 except redis.RedisError as exc:  # Redis restarting: wait, and let the caller look at the database
                     log.warning("reading the events of job %s failed (%s); retrying", job_id, exc)
                     await asyncio.sleep(min(0.5, max(left, 0)))
@@ -257,7 +257,6 @@ class _Hub:
         self.keys: dict[str, list[_Follower]] = {}
         self.joined = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.reads = 0
 
     def join(self, key: str, last: str) -> _Follower:
         follower = _Follower(key, last)
@@ -304,7 +303,6 @@ class _Hub:
                         "XREAD", "COUNT", 500, "BLOCK", block_ms, "STREAMS", *starts, *starts.values()
                     )
                     reply = await connection.read_response()
-                    self.reads += 1
                 except Exception as exc:  # noqa: BLE001 - Redis restarting: the followers' heartbeats go on meanwhile
                     log.log(
                         logging.WARNING if isinstance(exc, redis.RedisError) else logging.ERROR,
