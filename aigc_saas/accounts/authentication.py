@@ -12,9 +12,9 @@ from rest_framework.throttling import BaseThrottle
 
 from aigc_saas.accounts import ratelimit
 from aigc_saas.accounts.models import ApiKey, Tenant
-from aigc_saas.accounts.ratelimit import Decision
+from aigc_saas.accounts.ratelimit import Bucket
 from aigc_saas.accounts.services import find_key, touch_last_used
-from aigc_saas.accounts.throttling import enforce
+from aigc_saas.accounts.throttling import enforce, remember_taken, view_buckets
 from aigc_saas.audit import context as audit_context
 
 
@@ -37,9 +37,12 @@ def client_address(request: Any) -> str:
     return BaseThrottle().get_ident(request)
 
 
-def _failure_bucket(address: str, cost: int, need: int) -> Decision:
+LOCKED_OUT = "`Authorization`: too many wrong API keys from this address"
+
+
+def _failure_bucket(address: str, cost: int, need: int) -> Bucket:
     per_minute = settings.AIGC_AUTH_FAILURES_PER_MINUTE
-    return ratelimit.take(
+    return Bucket(
         f"authfail:{address}",
         rate=per_minute / 60.0,
         capacity=per_minute,
@@ -51,15 +54,30 @@ def _failure_bucket(address: str, cost: int, need: int) -> Decision:
 
 def check_auth_lockout(request: Any) -> None:
     """Refuse every key from an address that has used up its failed attempts: no more guesses are checked."""
-    enforce(
-        request,
-        _failure_bucket(client_address(request), cost=0, need=1),
-        "`Authorization`: too many wrong API keys from this address",
-    )
+    decision = ratelimit.take_in_turn([_failure_bucket(client_address(request), cost=0, need=1)])[0]
+    enforce(request, decision, LOCKED_OUT)
 
 
 def record_auth_failure(request: Any) -> None:
-    _failure_bucket(client_address(request), cost=1, need=0)
+    ratelimit.take_in_turn([_failure_bucket(client_address(request), cost=1, need=0)])
+
+
+def _refuse_guess(request: Any, error: exceptions.AuthenticationFailed) -> None:
+    """A wrong key: 429 while the address is locked out (whatever the key), else one failed attempt counted and
+    `error`. One round trip: taking the attempt needs a token left, which is exactly the lockout check."""
+    decision = ratelimit.take_in_turn([_failure_bucket(client_address(request), cost=1, need=1)])[0]
+    enforce(request, decision, LOCKED_OUT)
+    raise error
+
+
+def _admit(request: Any, key: ApiKey) -> None:
+    """A right key: 429 while its address is locked out (a locked-out address learns nothing about any key), and
+    the view's own rate limits taken in the same round trip (the throttles enforce them: accounts.throttling)."""
+    chosen = view_buckets(request, key)
+    lockout = _failure_bucket(client_address(request), cost=0, need=1)
+    decisions = ratelimit.take_in_turn([lockout, *(bucket for _, bucket in chosen)])
+    enforce(request, decisions[0], LOCKED_OUT)
+    remember_taken(request, [kind for kind, _ in chosen], decisions[1:])
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -69,23 +87,27 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        check_auth_lockout(request)
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
-            record_auth_failure(request)
-            raise exceptions.AuthenticationFailed(
-                "The `Authorization` header must be `Bearer <api key>`.", code="invalid_authorization_header"
+            _refuse_guess(
+                request,
+                exceptions.AuthenticationFailed(
+                    "The `Authorization` header must be `Bearer <api key>`.", code="invalid_authorization_header"
+                ),
             )
         key = find_key(raw.strip())
         if key is None or key.revoked_at is not None or not key.tenant.is_active:
-            record_auth_failure(request)
-            raise exceptions.AuthenticationFailed("The API key is unknown or revoked.", code="invalid_api_key")
+            _refuse_guess(
+                request, exceptions.AuthenticationFailed("The API key is unknown or revoked.", code="invalid_api_key")
+            )
         if key.is_expired:
+            check_auth_lockout(request)
             # Only the holder of the real secret gets here, so saying "expired" leaks nothing to a guesser.
             raise exceptions.AuthenticationFailed(
                 f"`Authorization`: this API key expired at {key.expires_at.isoformat()}; ask for a new one.",
                 code="api_key_expired",
             )
+        _admit(request, key)
         touch_last_used(key)
         audit_context.set_api_key(key.prefix)
         return ApiClient(tenant=key.tenant, api_key=key), key

@@ -21,34 +21,56 @@ SOCKET_TIMEOUT_SECONDS = 0.25
 OUTAGE_BACKOFF_SECONDS = 5.0
 KEY_PREFIX = "aigc:rl:"
 
-# KEYS[1] bucket; ARGV: rate (tokens/s), capacity, cost (tokens taken when allowed), need (tokens required).
-# Returns {allowed, tokens left as a string} (a Lua number would be truncated to an integer).
-TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local need = tonumber(ARGV[4])
+# KEYS: the buckets, taken in turn; ARGV: four numbers a bucket, rate (tokens/s), capacity, cost (tokens taken when
+# allowed) and need (tokens required). A bucket that refuses ends the turn: the ones after it are neither asked nor
+# charged, as when each was a call of its own and the refusal stopped the request. Returns {allowed, tokens left as
+# a string} for each bucket asked (a Lua number would be truncated to an integer).
+TAKE_IN_TURN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = capacity
-  ts = now
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[i * 4 - 3])
+  local capacity = tonumber(ARGV[i * 4 - 2])
+  local cost = tonumber(ARGV[i * 4 - 1])
+  local need = tonumber(ARGV[i * 4])
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = capacity
+    ts = now
+  end
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  if tokens >= need then
+    allowed = 1
+    tokens = math.max(0, tokens - cost)
+  end
+  if cost > 0 then
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+    redis.call('PEXPIRE', key, math.ceil(capacity / rate * 1000) + 1000)
+  end
+  table.insert(out, allowed)
+  table.insert(out, tostring(tokens))
+  if allowed == 0 then
+    break
+  end
 end
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-if tokens >= need then
-  allowed = 1
-  tokens = math.max(0, tokens - cost)
-end
-if cost > 0 then
-  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
-end
-return {allowed, tostring(tokens)}
+return out
 """
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One take: `cost` tokens from the bucket `name` if it holds `need` (default: cost); cost 0 only looks."""
+
+    name: str
+    rate: float  # tokens a second
+    capacity: int
+    cost: int = 1
+    need: int | None = None
+    window: str = ""  # human description, e.g. "20 requests/s (burst 40)"
 
 
 @dataclass(frozen=True)
@@ -85,7 +107,7 @@ class _Client:
                     socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
                     health_check_interval=30,
                 )
-                self._script = self._redis.register_script(TOKEN_BUCKET)
+                self._script = self._redis.register_script(TAKE_IN_TURN)
                 self.down_until = 0.0
             return self._script
 
@@ -97,13 +119,21 @@ def take(
     bucket: str, *, rate: float, capacity: int, cost: int = 1, need: int | None = None, window: str = ""
 ) -> Decision:
     """Take `cost` tokens from `bucket` if it holds `need` (default: cost); cost 0 only looks."""
-    need = cost if need is None else need
-    capacity = max(1, int(capacity))
-    rate = max(float(rate), 1e-9)
+    return take_in_turn([Bucket(bucket, rate, capacity, cost, need, window)])[0]
+
+
+def take_in_turn(buckets: list[Bucket]) -> list[Decision]:
+    """Take from each bucket in turn, in one round trip to Redis, until one refuses: a decision for each bucket
+    asked, the refusal (if any) last. A request that passes several limits pays one round trip, not one each."""
+    wanted = [(bucket, max(1, int(bucket.capacity)), max(float(bucket.rate), 1e-9), bucket.cost) for bucket in buckets]
+    needs = [bucket.cost if bucket.need is None else bucket.need for bucket in buckets]
     if time.monotonic() < _client.down_until:
-        return _open(capacity, window)
+        return [_open(capacity, bucket.window) for bucket, capacity, _, _ in wanted]
+    args: list[float | int] = []
+    for (_, capacity, rate, cost), need in zip(wanted, needs, strict=True):
+        args += [rate, capacity, cost, need]
     try:
-        allowed, tokens = _client.script()(keys=[KEY_PREFIX + bucket], args=[rate, capacity, cost, need])
+        answers = _client.script()(keys=[KEY_PREFIX + bucket.name for bucket, *_ in wanted], args=args)
     except Exception as exc:  # noqa: BLE001 - the limiter must never turn a request into a 500 (bad URL, outage…)
         _client.down_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
         logger.warning(
@@ -112,16 +142,22 @@ def take(
             settings.REDIS_URL,
             exc,
         )
-        return _open(capacity, window)
-    left = float(tokens)
-    return Decision(
-        allowed=bool(int(allowed)),
-        limit=capacity,
-        remaining=int(math.floor(left)),
-        reset_seconds=math.ceil((capacity - left) / rate),
-        retry_after=0 if int(allowed) else max(1, math.ceil((max(need, 1) - left) / rate)),
-        window=window,
-    )
+        return [_open(capacity, bucket.window) for bucket, capacity, _, _ in wanted]
+    decisions = []
+    for index in range(len(answers) // 2):
+        (bucket, capacity, rate, _), need = wanted[index], needs[index]
+        allowed, left = bool(int(answers[2 * index])), float(answers[2 * index + 1])
+        decisions.append(
+            Decision(
+                allowed=allowed,
+                limit=capacity,
+                remaining=int(math.floor(left)),
+                reset_seconds=math.ceil((capacity - left) / rate),
+                retry_after=0 if allowed else max(1, math.ceil((max(need, 1) - left) / rate)),
+                window=bucket.window,
+            )
+        )
+    return decisions
 
 
 def _open(capacity: int, window: str) -> Decision:

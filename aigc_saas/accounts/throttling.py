@@ -21,10 +21,11 @@ from rest_framework.throttling import BaseThrottle
 
 from aigc_saas.accounts import ratelimit
 from aigc_saas.accounts.models import ApiKey, Tenant
-from aigc_saas.accounts.ratelimit import Decision
+from aigc_saas.accounts.ratelimit import Bucket, Decision
 
 SUBMISSIONS = "submissions"
 DECISIONS_ATTR = "aigc_rate_limits"
+TAKEN_ATTR = "aigc_rate_limits_taken"
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,10 @@ def enforce(request: Any, decision: Decision, message: str) -> Decision:
     return decision
 
 
-def take_request(key: ApiKey) -> Decision:
-    """Count one API request of `key` against its requests/s bucket (helper for code outside DRF views)."""
+def request_bucket(key: ApiKey) -> Bucket:
+    """One API request of `key` against its requests/s bucket."""
     limits = limits_for(key.tenant)
-    return ratelimit.take(
+    return Bucket(
         f"req:{key.prefix}",
         rate=limits.requests_per_second,
         capacity=max(limits.burst, 1),
@@ -81,15 +82,51 @@ def take_request(key: ApiKey) -> Decision:
     )
 
 
+def submission_bucket(key: ApiKey) -> Bucket:
+    """One job submission of `key` against its submissions/min bucket."""
+    per_minute = limits_for(key.tenant).submissions_per_minute
+    return Bucket(
+        f"sub:{key.prefix}", rate=per_minute / 60.0, capacity=max(per_minute, 1), window=f"{per_minute} submissions/min"
+    )
+
+
+def take_request(key: ApiKey) -> Decision:
+    """Count one API request of `key` against its requests/s bucket (helper for code outside DRF views)."""
+    return ratelimit.take_in_turn([request_bucket(key)])[0]
+
+
 def take_submission(key: ApiKey) -> Decision:
     """Count one job submission of `key` against its submissions/min bucket."""
-    per_minute = limits_for(key.tenant).submissions_per_minute
-    return ratelimit.take(
-        f"sub:{key.prefix}",
-        rate=per_minute / 60.0,
-        capacity=max(per_minute, 1),
-        window=f"{per_minute} submissions/min",
-    )
+    return ratelimit.take_in_turn([submission_bucket(key)])[0]
+
+
+def view_buckets(request: Any, key: ApiKey) -> list[tuple[str, Bucket]]:
+    """The buckets this request's view throttles it by, in the view's order: ("request" | "submission", bucket).
+    The API key's authentication takes them in the same round trip as the address's lockout check, and the
+    throttles then enforce what was taken (`taken`) instead of asking Redis again."""
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    if view is None:
+        return []
+    chosen = []
+    for throttle in view.get_throttles():
+        if isinstance(throttle, KeyRateThrottle):
+            chosen.append(("request", request_bucket(key)))
+        elif isinstance(throttle, SubmissionRateThrottle) and throttle.applies(request, view):
+            chosen.append(("submission", submission_bucket(key)))
+    return chosen
+
+
+def remember_taken(request: Any, kinds: list[str], decisions: list[Decision]) -> None:
+    """Keep the decisions authentication took for the throttles (a refusal ends the list: nothing after it was
+    taken, and its throttle refuses before any later one runs)."""
+    django_request: HttpRequest = getattr(request, "_request", request)
+    setattr(django_request, TAKEN_ATTR, dict(zip(kinds, decisions, strict=False)))
+
+
+def taken(request: Any, kind: str) -> Decision | None:
+    """The decision authentication already took for this throttle, once."""
+    django_request: HttpRequest = getattr(request, "_request", request)
+    return (getattr(django_request, TAKEN_ATTR, None) or {}).pop(kind, None)
 
 
 def check_submission(request: Any, key: ApiKey) -> Decision:
@@ -108,16 +145,21 @@ class KeyRateThrottle(BaseThrottle):
         key = _api_key(request)
         if key is None:
             return True
-        enforce(request, take_request(key), "`Authorization`: this API key sends requests too fast")
+        decision = taken(request, "request") or take_request(key)
+        enforce(request, decision, "`Authorization`: this API key sends requests too fast")
         return True
 
 
 class SubmissionRateThrottle(BaseThrottle):
     """Job submissions per minute per API key: the POSTs of views that set `throttle_scope = "submissions"`."""
 
+    def applies(self, request: Any, view: Any) -> bool:
+        return request.method == "POST" and getattr(view, "throttle_scope", None) == SUBMISSIONS
+
     def allow_request(self, request: Any, view: Any) -> bool:
         key = _api_key(request)
-        if key is None or request.method != "POST" or getattr(view, "throttle_scope", None) != SUBMISSIONS:
+        if key is None or not self.applies(request, view):
             return True
-        check_submission(request, key)
+        decision = taken(request, "submission") or take_submission(key)
+        enforce(request, decision, "`Authorization`: this API key submits jobs too fast")
         return True

@@ -159,3 +159,50 @@ def test_reset_all_forgets_every_bucket(acme, tenant) -> None:  # noqa: ANN001
 def test_a_malformed_redis_url_also_fails_open(acme, settings) -> None:  # noqa: ANN001
     settings.REDIS_URL = "not-a-url://"
     assert acme.get("/api/v1/generators").status_code == 200
+
+
+def test_a_request_asks_redis_once_for_its_lockout_check_and_all_its_limits(acme, submit, monkeypatch) -> None:  # noqa: ANN001
+    acme.get("/api/v1/generators")  # the client and its script exist for this URL
+    script, calls = ratelimit._client.script(), []
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(kwargs["keys"])
+        return script(*args, **kwargs)
+
+    monkeypatch.setattr(ratelimit._client, "script", lambda: counted)
+
+    assert submit(acme).status_code == 202
+    assert acme.get("/api/v1/jobs").status_code == 200
+
+    # The submission: its address's lockout, the key's requests/s and submissions/min; the read: the first two.
+    assert [[key.split(":")[2] for key in keys] for keys in calls] == [
+        ["authfail", "req", "sub"],
+        ["authfail", "req"],
+    ]
+
+
+def test_a_refusal_ends_the_turn_and_the_buckets_after_it_are_not_charged(acme, tenant, submit) -> None:  # noqa: ANN001
+    tenant.requests_per_second, tenant.request_burst, tenant.submissions_per_minute = 1, 1, 5
+    tenant.save()
+    assert submit(acme).status_code == 202  # the burst's one request, and one of the 5 submissions
+
+    refused = [submit(acme) for _ in range(2)]
+
+    assert [r.status_code for r in refused] == [429] * 2
+    assert all("requests/s" in r.json()["error"]["message"] for r in refused)
+    first, second = ratelimit.take_in_turn(
+        [ratelimit.Bucket(f"sub:{tenant.api_keys.first().prefix}", rate=5 / 60, capacity=5, cost=0, need=1)] * 2
+    )
+    assert first.remaining == second.remaining == 4  # the refused requests took no submission
+
+
+def test_take_in_turn_answers_up_to_the_first_refusal(acme) -> None:  # noqa: ANN001
+    full = ratelimit.Bucket("turn:a", rate=0.001, capacity=1)
+    other = ratelimit.Bucket("turn:b", rate=0.001, capacity=3)
+    assert [d.allowed for d in ratelimit.take_in_turn([full, other])] == [True, True]
+
+    decisions = ratelimit.take_in_turn([other, full, other])
+
+    assert [d.allowed for d in decisions] == [True, False]  # the third was not asked
+    assert decisions[0].remaining == 1 and decisions[1].retry_after >= 1
+    assert ratelimit.take_in_turn([ratelimit.Bucket("turn:b", rate=0.001, capacity=3, cost=0)])[0].remaining == 1
