@@ -164,6 +164,8 @@ def main() -> None:
         text=True,
     ).stdout.split()[-1]
     children = [stack.start_redis(redis_port, work / "redis")]
+    # The commands read their thread count and log level from this process's environment, as `make run`'s do.
+    os.environ.update({name: env[name] for name in ("AIGC_WORKER_CONCURRENCY", "AIGC_LOG_LEVEL")})
     log = open(work / "stack.log", "wb")  # noqa: SIM115
     for command in (
         stack.control_worker_command(),
