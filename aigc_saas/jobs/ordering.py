@@ -3,6 +3,10 @@
 Tenants take turns first: the tenant with the fewest running jobs, counting those already picked. Then the job a
 doorbell names, then least laxity, the engine scheduler's own order (`generators.engine.scheduler.laxity`): a
 job counts as submitted `steps x the generator's measured step` earlier than it was. Equal work: oldest first.
+
+A pick takes only jobs the claiming worker can start: with `room` (how many more jobs of each generator its
+engines have free rows for), a job whose generator has no room left is passed over, whatever its turn, and waits
+in the database's queue, where a worker with room can take it, instead of in this worker's engine.
 """
 
 from __future__ import annotations
@@ -13,17 +17,30 @@ from generators.engine.scheduler import laxity
 
 
 def fair_pick(
-    candidates: list[tuple], running: dict[Any, int], preferred: Any, limit: int, step_seconds: dict[str, float]
+    candidates: list[tuple],
+    running: dict[Any, int],
+    preferred: Any,
+    limit: int,
+    step_seconds: dict[str, float],
+    room: dict[str, int] | None = None,
+    default_room: int = 1,
 ) -> list[tuple]:
     """Up to `limit` of `candidates` (pk, tenant_id, state, attempts, created_at, generator, steps), oldest first,
-    in claim order; `running`: each tenant's running jobs; `step_seconds`: each generator's measured step."""
+    in claim order; `running`: each tenant's running jobs; `step_seconds`: each generator's measured step.
+    `room`: at most this many of each generator (one not listed: `default_room`); None: only `limit` counts."""
     order = {c[0]: i for i, c in enumerate(candidates)}
     urgency = {c[0]: laxity(c[4].timestamp(), c[6], step_seconds.get(c[5], 0.0)) for c in candidates}
     counts = dict(running)
-    left, picked = list(candidates), []
+    left = list(candidates) if room is None else [c for c in candidates if room.get(c[5], default_room) > 0]
+    picked: list[tuple] = []
+    taken: dict[str, int] = {}  # picks of each generator
     while left and len(picked) < limit:
         best = min(left, key=lambda c: (counts.get(c[1], 0), str(c[0]) != str(preferred), urgency[c[0]], order[c[0]]))
         picked.append(best)
         left.remove(best)
         counts[best[1]] = counts.get(best[1], 0) + 1
+        generator = best[5]
+        taken[generator] = taken.get(generator, 0) + 1
+        if room is not None and taken[generator] >= room.get(generator, default_room):
+            left = [c for c in left if c[5] != generator]  # its engines are full now: the rest of it waits
     return picked

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -214,14 +215,62 @@ def claim_batch(
     limit: int = 1,
     device: str = "",
     step_seconds: dict[str, float] | None = None,
+    room: dict[str, int] | None = None,
+    default_room: int = 1,
 ) -> list[Job]:
-    """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement.
+    """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement (`claim_fitting`,
+    without what it says about the jobs it left)."""
+    return claim_fitting(
+        queue,
+        worker,
+        preferred=preferred,
+        limit=limit,
+        device=device,
+        step_seconds=step_seconds,
+        room=room,
+        default_room=default_room,
+    ).jobs
+
+
+@dataclass
+class Claim:
+    """What one claim took, and why it left what it left: `held`, claimable jobs of a generator the worker had no
+    room for (they wait until its rows free); `more`, the claim stopped at its `limit` and jobs it had room for
+    may be left."""
+
+    jobs: list[Job]
+    held: bool = False
+    more: bool = False
+
+
+CLAIM_CANDIDATES = 200  # the oldest claimable jobs a claim reads and orders
+
+
+def claim_fitting(
+    queue: str,
+    worker: str,
+    *,
+    preferred: Any = None,
+    limit: int = 1,
+    device: str = "",
+    step_seconds: dict[str, float] | None = None,
+    room: dict[str, int] | None = None,
+    default_room: int = 1,
+) -> Claim:
+    """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement, and at most `room`
+    of each generator (one not listed: `default_room`; `room` None: any number up to `limit`).
 
     Fair order (aigc_saas.jobs.ordering): the most urgent job of the tenant with the fewest running jobs there,
     again and again, counting the jobs already picked. A broker message is a doorbell for its queue: the job it
     names is taken when its tenant's turn allows, otherwise another tenant's job is, so one tenant's backlog
     cannot starve another's. A message stands for every job of its queue committed before a worker answers it
     (aigc_saas.jobs.doorbell); one that finds its job claimed already claims the next.
+
+    Room: a queue holds the jobs of several generators (every plugin on a device shares its queue), and a
+    worker's free text rows start no image job. A claimed job is running on this worker and leased to it, so one
+    its engines cannot start would wait in this worker while another with free rows could run it now: a job
+    whose generator has no room is left queued, and the result says so (`held`), for the caller to claim again
+    when rows free.
 
     Urgent: least laxity first. With `step_seconds` (each generator's measured engine step, from the claiming
     worker), jobs submitted together go longest first, so a full engine's batch stays full to its end instead of
@@ -236,9 +285,9 @@ def claim_batch(
     """
     for _ in range(5):  # another worker may win every candidate: pick again
         now = timezone.now()
-        candidates = _claim_candidates(queue, now, 200)
+        candidates = _claim_candidates(queue, now, CLAIM_CANDIDATES)
         if not candidates:
-            return []
+            return Claim([])
         running = (
             {}  # one tenant waiting: its oldest jobs (the one rung for first) are the fair pick, no count needed
             if len({c[1] for c in candidates}) == 1
@@ -249,7 +298,11 @@ def claim_batch(
                 .values_list("tenant_id", "n")
             )
         )
-        picked = [pk for pk, *_ in fair_pick(candidates, running, preferred, limit, step_seconds or {})]
+        chosen = fair_pick(candidates, running, preferred, limit, step_seconds or {}, room, default_room)
+        held, more = _left_over(candidates, chosen, limit, room, default_room)
+        if not chosen:  # every generator waiting here is full in this worker
+            return Claim([], held=held)
+        picked = [pk for pk, *_ in chosen]
         # Claimable at the moment of the update, whatever happened since the read: a job another worker took
         # meanwhile is running under a live lease and is left alone.
         taken = Job.objects.filter(pk__in=picked).filter(_claimable(now)).update(**_claimed(now, worker, device))
@@ -270,8 +323,24 @@ def claim_batch(
             )
         # `attempt` > 1: the job starts over (its worker was lost); a stream's text so far is void.
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
-        return jobs
-    return []
+        return Claim(jobs, held=held, more=more)
+    return Claim([])
+
+
+def _left_over(
+    candidates: list[tuple], chosen: list[tuple], limit: int, room: dict[str, int] | None, default_room: int
+) -> tuple[bool, bool]:
+    """(held, more) of a pick: whether a candidate it left has no room (its generator is full), and whether it
+    stopped at `limit` with a candidate left that fits, or more candidates than were read."""
+    unread = len(chosen) >= limit and len(candidates) >= CLAIM_CANDIDATES  # jobs it never read may fit
+    if room is None:
+        return False, len(chosen) >= limit and (len(candidates) > len(chosen) or unread)
+    taken: dict[str, int] = {}
+    for c in chosen:
+        taken[c[5]] = taken.get(c[5], 0) + 1
+    ids = {c[0] for c in chosen}
+    fits = [taken.get(c[5], 0) < room.get(c[5], default_room) for c in candidates if c[0] not in ids]
+    return not all(fits), len(chosen) >= limit and (any(fits) or unread)
 
 
 def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
