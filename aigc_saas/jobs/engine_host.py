@@ -48,6 +48,7 @@ class Served:
         self, info: PluginInfo, config: GeneratorConfig, device: DeviceChoice, generator: Generator | None
     ) -> None:
         self.info, self.config, self.device, self.generator = info, config, device, generator
+        self.took_jobs = False  # until its first jobs are handed over (`_serve`)
         name = f"{info.name}:{config.model_id}@{device.device}"
         if generator is None:
             self.components: dict[str, Any] = {}
@@ -362,11 +363,24 @@ def _serve(loaded: list[tuple[Claimed, Served]]) -> Iterator[tuple[Claimed, Any]
                 del running[job_id]
                 _forget(job_id)
                 yield item, exc
+        _handed_over(running)
         release_connection()  # do not sit on a database connection while the engines work
         yield from _await(running)
     finally:
         for job_id in list(running):
             _forget(job_id)
+
+
+def _handed_over(running: dict[str, tuple[Claimed, Served, Sequence]]) -> None:
+    """Tell the worker's claims that the engines hold these jobs now (their rows count in `snapshot`), and whether
+    an engine took its first ones: it has just loaded, and the jobs claims left queued for it may fit now."""
+    from aigc_saas.jobs.runtime import handed_over
+
+    new_engine = False
+    for _, target, _ in running.values():
+        new_engine = new_engine or not target.took_jobs
+        target.took_jobs = True
+    handed_over(list(running), new_engine)
 
 
 def _await(running: dict[str, tuple[Claimed, Served, Sequence]]) -> Iterator[tuple[Claimed, Any]]:

@@ -78,53 +78,130 @@ def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
             record_outcome(job, exc)
 
 
-# claim_batch reads its rows back by worker name and start time: one claim at a time in a process.
+# claim_fitting reads its rows back by worker name and start time: one claim at a time in a process.
 _claiming = threading.Lock()
+
+# What a generator's claim may take while no engine of it is loaded here: its first job loads it, and the rest
+# wait in the queue, in the database, where any worker can take them (they are rung here when it has loaded).
+NO_ENGINE_ROOM = 1
+
+# Queues whose last claim here left jobs for want of room (`services.Claim.held`), each rung once when rows free
+# in this process: an outcome recorded, an engine that loaded taking its first jobs. A claim adds its queue under
+# `_claiming` before it reads the engines, so rows freed after that read find the queue owed; the stale-job sweep
+# (`services.requeue_stale_jobs`) stays the backstop for a ring lost anyway.
+_owed: set[str] = set()
+# Jobs claimed here that no engine holds yet (resolving, loading their plugin): job id -> generator. An engine's
+# `running` and `waiting` count only what was handed to it, so a claim counts these too, or each doorbell
+# answered during a model load would take one more job to wait here for it.
+_starting: dict[str, str] = {}
+_owed_lock = threading.Lock()  # `_owed` and `_starting`; never held while ringing or querying
 
 
 def execute_job(job_id: str, queue: str | None = None) -> str:
     """Answer one doorbell of `queue`: claim the fairest jobs there (this one first when its tenant's turn
-    allows), as many as this process's engines can start now, run them together and record each outcome as it
-    comes. A doorbell stands for every job of the queue committed before it is answered (aigc_saas.jobs.doorbell),
-    so a claim that took all it could rings again. Returns the first claimed job's final state, or "skipped" (a
-    doorbell whose jobs were claimed already by an earlier batch finds nothing). `job_id` may be empty (a ring that
-    names no job)."""
+    allows), only as many of each generator as this process's engines can start now (`claim_room`), at most
+    AIGC_CLAIM_BATCH, run them together and record each outcome as it comes.
+
+    A doorbell stands for every job of the queue committed before it is answered (aigc_saas.jobs.doorbell), so
+    none may be dropped: a claim that stopped at AIGC_CLAIM_BATCH with jobs left that fit rings again at once
+    (another thread or worker claims them); one that left jobs because their generator is full here owes the
+    queue a ring when rows free in this process (`ring_owed`), and does not ring now, since a worker whose
+    engines are full would only claim jobs to keep them waiting, leased to it, while another could run them.
+
+    Returns the first claimed job's final state, or "skipped" (nothing claimable, or nothing that fits: the
+    jobs stay queued). `job_id` may be empty (a ring that names no job)."""
     if queue is None:
         queue = Job.objects.filter(pk=job_id).values_list("queue", flat=True).first()
         if queue is None:
             return "skipped"
     doorbell.answered(queue)  # before the queue is read: a job committed from now on rings anew
     with _claiming:
+        with _owed_lock:
+            _owed.add(queue)  # before the engines are read: rows freed from now on ring this queue
         engines = engine_host.snapshot()
-        limit = claim_limit(engines)
-        jobs = services.claim_batch(
-            queue, worker_name(), preferred=job_id or None, limit=limit, step_seconds=step_seconds(engines)
+        claim = services.claim_fitting(
+            queue,
+            worker_name(),
+            preferred=job_id or None,
+            limit=settings.AIGC_CLAIM_BATCH,
+            room=claim_room(engines),
+            default_room=NO_ENGINE_ROOM,
+            step_seconds=step_seconds(engines),
         )
-    if not jobs:
-        return "skipped"
-    if len(jobs) >= limit:  # it took all it could: more may wait, for another thread or worker to claim
-        job_queued.send(sender=Job, job_id=None, queue=queue, coalesce=True)
-    ready, failed = _prepare(jobs)
+        with _owed_lock:
+            if not claim.held:  # nothing it read waits for room (a row freed since the add rang it: harmless)
+                _owed.discard(queue)
+            _starting.update((str(job.pk), job.generator) for job in claim.jobs)
+    jobs = claim.jobs
     try:
-        for job, outcome in itertools.chain(failed, engine_host.run_many(ready)):  # each as it ends
-            release_connection()
-            if outcome is not None:  # None: a newer attempt owns the job; this one writes nothing
-                record_outcome(job, outcome)
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure fails the jobs still running
-        for item in ready:
-            if item.job.state == JobState.RUNNING:
-                record_outcome(item.job, exc)
+        if claim.more:  # stopped at AIGC_CLAIM_BATCH with room left: another thread or worker claims the rest
+            job_queued.send(sender=Job, job_id=None, queue=queue, coalesce=True)
+        if not jobs:
+            return "skipped"
+        ready, failed = _prepare(jobs)
+        try:
+            for job, outcome in itertools.chain(failed, engine_host.run_many(ready)):  # each as it ends
+                release_connection()
+                if outcome is not None:  # None: a newer attempt owns the job; this one writes nothing
+                    record_outcome(job, outcome)
+                jobs_left(job)  # its rows are free: a queue owed a ring gets it
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure fails the jobs still running
+            for item in ready:
+                if item.job.state == JobState.RUNNING:
+                    record_outcome(item.job, exc)
+    finally:
+        if jobs:  # whatever happened, none of them holds rows here any more
+            jobs_left(*jobs)
     first = jobs[0]
     if first.state == JobState.RUNNING:  # a recorded outcome read the row back already
         first.refresh_from_db()
     return first.state
 
 
-def claim_limit(engines: list[dict[str, Any]]) -> int:
-    """How many jobs a doorbell claims: what this process's engines can start now, at most AIGC_CLAIM_BATCH,
-    and one while no engine is loaded (the first job loads it; the rest wait in the queue, not in this worker)."""
-    free = sum(max(0, e["max_rows"] - e["running"] - e["waiting"]) for e in engines)
-    return max(1, min(settings.AIGC_CLAIM_BATCH, free))
+def claim_room(engines: list[dict[str, Any]]) -> dict[str, int]:
+    """How many more jobs of each generator this process can start now: its engines' free rows (max_rows less
+    running and waiting), less the jobs claimed here that no engine holds yet. A generator not listed has no
+    engine here (`NO_ENGINE_ROOM`, less its jobs claimed)."""
+    room: dict[str, int] = {}
+    for e in engines:
+        free = max(0, e["max_rows"] - e["running"] - e["waiting"])
+        room[e["generator"]] = room.get(e["generator"], 0) + free
+    with _owed_lock:
+        starting = list(_starting.values())
+    for generator in starting:
+        room[generator] = max(0, room.get(generator, NO_ENGINE_ROOM) - 1)
+    return room
+
+
+def handed_over(job_ids: list[Any], new_engine: bool) -> None:
+    """The engines hold these jobs now (their rows count in `engine_host.snapshot`); `new_engine`: an engine took
+    its first jobs (it has just loaded), so jobs left waiting for it may fit."""
+    with _owed_lock:
+        for pk in job_ids:
+            _starting.pop(str(pk), None)
+    if new_engine:
+        ring_owed()
+
+
+def jobs_left(*jobs: Job) -> None:
+    """These jobs are over in this process (or never reached an engine): what they held is free."""
+    with _owed_lock:
+        for job in jobs:
+            _starting.pop(str(job.pk), None)
+    ring_owed()
+
+
+def ring_owed() -> None:
+    """Ring once each queue a claim here left jobs in for want of room (coalesced: a doorbell already on its way
+    stands for them); the claim it brings takes what fits now, or owes the queue again."""
+    with _owed_lock:
+        queues = sorted(_owed)
+        _owed.clear()
+    for queue in queues:
+        try:
+            job_queued.send(sender=Job, job_id=None, queue=queue, coalesce=True)
+        except Exception:  # noqa: BLE001 - a ring must never break a job; the sweep re-rings queued jobs
+            log.exception("could not ring queue %s for the jobs it has waiting", queue)
 
 
 def step_seconds(engines: list[dict[str, Any]]) -> dict[str, float]:
