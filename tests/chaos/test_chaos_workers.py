@@ -32,7 +32,9 @@ def test_default_settings_bring_a_killed_workers_jobs_back_in_under_two_minutes(
     chaos_stack, tenant_key, receiver
 ) -> None:  # noqa: ANN001
     web, _ = chaos_stack.web(), chaos_stack.control()
-    doomed = chaos_stack.worker(AIGC_WORKER_CONCURRENCY="2")
+    # Two threads claiming one job at a time: two jobs run and two wait in the queue (a claim of more takes what
+    # the engine has rows for, and the engine holds all four: none would stay queued for the kill to find).
+    doomed = chaos_stack.worker(AIGC_WORKER_CONCURRENCY="2", AIGC_CLAIM_BATCH="1")
     api = client(web.url, tenant_key[1])
     ids = [submit(api, {**LONG_TEXT, "seed": i}, webhook_url=receiver.url) for i in range(4)]
     wait_for(lambda: running(ids) == 2, 60, "two jobs running on the first worker")
