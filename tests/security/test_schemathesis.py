@@ -33,7 +33,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Generated positive and negative cases per operation: a quick pass in `make test`, a deep one behind the `fuzz`
 # marker (`.ci/run` runs it after the suite).
-QUICK_EXAMPLES, DEEP_EXAMPLES = 8, 60
+QUICK_EXAMPLES, DEEP_EXAMPLES = 4, 60
 # An event stream of a job nobody ends stays open: schemathesis reads it for this long in all, then checks what came.
 STREAM_SECONDS = 2
 
