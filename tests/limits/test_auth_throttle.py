@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings
+from django.utils import timezone
+
+from aigc_saas.accounts.models import ApiKey
+from aigc_saas.accounts.services import create_api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +34,7 @@ def test_wrong_keys_answer_401_until_the_allowance_then_429(client, tenant_key) 
     assert refused.headers["X-RateLimit-Limit"] == str(allowance)
 
 
-def test_while_locked_out_even_the_right_key_is_not_checked(client, tenant_key) -> None:  # noqa: ANN001
+def test_while_locked_out_even_the_right_key_answers_429(client, tenant_key) -> None:  # noqa: ANN001
     for i in range(settings.AIGC_AUTH_FAILURES_PER_MINUTE):
         guess(client, f"aigc_00000000_nope{i}")
 
@@ -57,3 +63,14 @@ def test_malformed_authorization_headers_count_as_failures(client) -> None:  # n
 def test_requests_without_any_key_do_not_spend_the_allowance(client, tenant_key) -> None:  # noqa: ANN001
     assert all(client.get("/api/v1/jobs").status_code == 401 for _ in range(30))
     assert guess(client, tenant_key[1]).status_code == 200
+
+
+def test_while_locked_out_an_expired_key_answers_429_not_that_it_expired(client, tenant) -> None:  # noqa: ANN001
+    key, raw = create_api_key(tenant, "old", expires_at=timezone.now() + timedelta(hours=1))
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert guess(client, raw).json()["error"]["code"] == "api_key_expired"
+    for i in range(settings.AIGC_AUTH_FAILURES_PER_MINUTE):
+        guess(client, f"aigc_00000000_nope{i}")
+
+    # "Expired" would tell a guesser that this secret is a real key's.
+    assert guess(client, raw).status_code == 429
