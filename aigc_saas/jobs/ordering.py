@@ -44,3 +44,25 @@ def fair_pick(
         if room is not None and taken[generator] >= room.get(generator, default_room):
             left = [c for c in left if c[5] != generator]  # its engines are full now: the rest of it waits
     return picked
+
+
+def left_over(
+    candidates: list[tuple],
+    chosen: list[tuple],
+    limit: int,
+    room: dict[str, int] | None,
+    default_room: int,
+    read_at_most: int,
+) -> tuple[bool, bool]:
+    """(held, more) of a pick: whether a candidate it left has no room (its generator is full), and whether it
+    stopped at `limit` with a candidate left that fits, or more candidates than were read (`read_at_most`: how many
+    the claim reads)."""
+    unread = len(chosen) >= limit and len(candidates) >= read_at_most  # jobs it never read may fit
+    if room is None:
+        return False, len(chosen) >= limit and (len(candidates) > len(chosen) or unread)
+    taken: dict[str, int] = {}
+    for c in chosen:
+        taken[c[5]] = taken.get(c[5], 0) + 1
+    ids = {c[0] for c in chosen}
+    fits = [taken.get(c[5], 0) < room.get(c[5], default_room) for c in candidates if c[0] not in ids]
+    return not all(fits), len(chosen) >= limit and (any(fits) or unread)

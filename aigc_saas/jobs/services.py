@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,44 +18,16 @@ from aigc_saas import rows
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
-from aigc_saas.jobs import capacity, events
+from aigc_saas.jobs import capacity, events, submission
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
-from aigc_saas.jobs.ordering import fair_pick
+from aigc_saas.jobs.ordering import fair_pick, left_over
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
-from aigc_saas.validation import storable, unstorable_paths
+from aigc_saas.validation import storable
 from aigc_saas.webhooks.policy import check_webhook_url
 from generators.base import GenerationResult
-from generators.errors import ParamsInvalid
 
 log = logging.getLogger(__name__)
-
-
-def _validated_params(cls: Any, defaults: dict[str, Any], params: Any) -> tuple[dict[str, Any], int]:
-    """The params as stored (validated by the plugin's model) and the job's expected engine steps."""
-    if not isinstance(params, dict):
-        raise InvalidInput(
-            "`params` must be a JSON object",
-            fields=[{"field": "params", "code": "type", "message": "`params` must be a JSON object"}],
-        )
-    code, message, bad = unstorable_paths(params, "params")
-    if bad:
-        fields = [{"field": path, "code": code, "message": f"`{path}`: {message}"} for path in bad]
-        raise InvalidInput(fields[0]["message"], fields=fields)
-    try:
-        model = cls.validate_params({**defaults, **params})
-    except ParamsInvalid as exc:
-        fields = [{**e, "field": f"params.{e['field']}", "message": f"`params.{e['message'][1:]}"} for e in exc.errors]
-        raise InvalidInput("; ".join(f["message"] for f in fields), fields=fields) from None
-    return model.model_dump(mode="json", by_alias=True), _expected_steps(cls, model)  # aliased fields keep names
-
-
-def _expected_steps(cls: Any, params: Any) -> int:
-    try:
-        return max(1, int(cls.expected_steps(params)))
-    except Exception:  # noqa: BLE001 - a plugin's estimate only orders a full queue: it never refuses a job
-        log.warning("%s.expected_steps failed; the job counts as one step", cls.__name__, exc_info=True)
-        return 1
 
 
 def submit_job(
@@ -76,8 +47,8 @@ def submit_job(
     With an `idempotency_key`, the same key and body return the job first made with them (no second job);
     the same key with another body is a 409 `idempotency_key_reused`.
     """
-    request_hash = _request_hash(generator, params, model, webhook_url) if idempotency_key else ""
-    if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
+    request_hash = submission.request_hash(generator, params, model, webhook_url) if idempotency_key else ""
+    if idempotency_key and (earlier := submission.idempotent_replay(tenant, idempotency_key, request_hash)):
         return earlier
     record, info = enabled_plugin(generator)
     config = effective_config(record, info.cls)
@@ -89,7 +60,7 @@ def submit_job(
                 code="model_not_allowed",
             )
         model_id = model
-    clean, steps = _validated_params(info.cls, record.default_params or {}, params)
+    clean, steps = submission.validated_params(info.cls, record.default_params or {}, params)
     validate_asset_params(tenant, info.cls, clean)  # asset ids: this tenant's, of accepted types (issue 12)
     capacity.check_fits_engines(generator, model_id, clean)
     queue = queue_for(record, info)
@@ -122,27 +93,10 @@ def submit_job(
                 lambda: job_queued.send(sender=Job, job_id=job.pk, queue=queue, counted=True, coalesce=True)
             )
     except IntegrityError:
-        if idempotency_key and (earlier := _idempotent_replay(tenant, idempotency_key, request_hash)):
+        if idempotency_key and (earlier := submission.idempotent_replay(tenant, idempotency_key, request_hash)):
             return earlier  # a concurrent request with the same key won the race
         raise
     return job
-
-
-def _request_hash(generator: str, params: Any, model: str | None, webhook_url: str) -> str:
-    body = json.dumps([generator, params, model or "", webhook_url or ""], sort_keys=True, default=str)
-    return hashlib.sha256(body.encode()).hexdigest()
-
-
-def _idempotent_replay(tenant: Tenant, key: str, request_hash: str) -> Job | None:
-    """The job an earlier request with this key made, if it is still kept; 409 when the body differs."""
-    kept_since = timezone.now() - timedelta(hours=settings.AIGC_IDEMPOTENCY_HOURS)
-    earlier = Job.objects.filter(tenant=tenant, idempotency_key=key, created_at__gte=kept_since).first()
-    if earlier is not None and earlier.request_hash != request_hash:
-        raise Conflict(
-            f"`Idempotency-Key`: {key!r} was used for a different request; use a new key for a new job",
-            code="idempotency_key_reused",
-        )
-    return earlier
 
 
 def mark_dispatched(job_id: Any) -> None:
@@ -207,29 +161,9 @@ def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
     return _take(job_id, row[0], row[1], worker, device) if row else None
 
 
-def claim_batch(
-    queue: str,
-    worker: str,
-    *,
-    preferred: Any = None,
-    limit: int = 1,
-    device: str = "",
-    step_seconds: dict[str, float] | None = None,
-    room: dict[str, int] | None = None,
-    default_room: int = 1,
-) -> list[Job]:
-    """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement (`claim_fitting`,
-    without what it says about the jobs it left)."""
-    return claim_fitting(
-        queue,
-        worker,
-        preferred=preferred,
-        limit=limit,
-        device=device,
-        step_seconds=step_seconds,
-        room=room,
-        default_room=default_room,
-    ).jobs
+def claim_batch(queue: str, worker: str, **options: Any) -> list[Job]:
+    """The jobs `claim_fitting(queue, worker, **options)` claimed, without what it says about those it left."""
+    return claim_fitting(queue, worker, **options).jobs
 
 
 @dataclass
@@ -299,7 +233,7 @@ def claim_fitting(
             )
         )
         chosen = fair_pick(candidates, running, preferred, limit, step_seconds or {}, room, default_room)
-        held, more = _left_over(candidates, chosen, limit, room, default_room)
+        held, more = left_over(candidates, chosen, limit, room, default_room, CLAIM_CANDIDATES)
         if not chosen:  # every generator waiting here is full in this worker
             return Claim([], held=held)
         picked = [pk for pk, *_ in chosen]
@@ -325,22 +259,6 @@ def claim_fitting(
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return Claim(jobs, held=held, more=more)
     return Claim([])
-
-
-def _left_over(
-    candidates: list[tuple], chosen: list[tuple], limit: int, room: dict[str, int] | None, default_room: int
-) -> tuple[bool, bool]:
-    """(held, more) of a pick: whether a candidate it left has no room (its generator is full), and whether it
-    stopped at `limit` with a candidate left that fits, or more candidates than were read."""
-    unread = len(chosen) >= limit and len(candidates) >= CLAIM_CANDIDATES  # jobs it never read may fit
-    if room is None:
-        return False, len(chosen) >= limit and (len(candidates) > len(chosen) or unread)
-    taken: dict[str, int] = {}
-    for c in chosen:
-        taken[c[5]] = taken.get(c[5], 0) + 1
-    ids = {c[0] for c in chosen}
-    fits = [taken.get(c[5], 0) < room.get(c[5], default_room) for c in candidates if c[0] not in ids]
-    return not all(fits), len(chosen) >= limit and (any(fits) or unread)
 
 
 def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
