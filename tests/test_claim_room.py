@@ -170,6 +170,27 @@ def test_a_claim_takes_at_most_each_generators_room_and_one_of_a_generator_not_l
 
 
 @pytest.mark.django_db
+def test_a_full_generators_backlog_longer_than_a_claims_read_hides_no_other_generators_job(
+    tenant, queue, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setattr(services, "CLAIM_CANDIDATES", 4)  # a claim reads the 4 oldest, as it reads 200
+    texts = submit(tenant, TEXT, 6)  # older than the image job, and more than one read holds
+    image = submit(tenant, IMAGE, 1)
+
+    claim = services.claim_fitting(queue, "w", limit=32, room={TEXT: 0, IMAGE: 1})
+
+    assert [j.pk for j in claim.jobs] == [image[0].pk]  # the image engine's free row is not left idle
+    assert claim.held  # the text jobs wait for rows, and the queue is owed a ring when they free
+    assert states(texts) == ["queued"] * 6
+
+    more = submit(tenant, IMAGE, 2)
+    claim = services.claim_fitting(queue, "w", limit=32, room={TEXT: 2, IMAGE: 1})
+    assert sorted(j.generator for j in claim.jobs) == [IMAGE, TEXT, TEXT]
+    assert [j.pk for j in claim.jobs if j.generator == TEXT] == [texts[0].pk, texts[1].pk]  # oldest first
+    assert sorted(states(more)) == ["queued", "running"]
+
+
+@pytest.mark.django_db
 def test_a_claim_capped_by_the_claim_batch_rings_again_and_one_capped_by_room_does_not(
     tenant, queue, engines, settings, monkeypatch
 ) -> None:  # noqa: ANN001

@@ -6,7 +6,9 @@ job counts as submitted `steps x the generator's measured step` earlier than it 
 
 A pick takes only jobs the claiming worker can start: with `room` (how many more jobs of each generator its
 engines have free rows for), a job whose generator has no room left is passed over, whatever its turn, and waits
-in the database's queue, where a worker with room can take it, instead of in this worker's engine.
+in the database's queue, where a worker with room can take it, instead of in this worker's engine. A claim reads
+the oldest candidates only; where they hold all a generator has room for (`covered`), it reads again past that
+generator, so one generator's backlog does not hide another's jobs (head-of-line blocking).
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def fair_pick(
         if room is not None and taken[generator] >= room.get(generator, default_room):
             left = [c for c in left if c[5] != generator]  # its engines are full now: the rest of it waits
     return picked
+
+
+def covered(candidates: list[tuple], room: dict[str, int] | None, default_room: int) -> list[str]:
+    """The generators `candidates` hold at least as many jobs of as their `room` (one not listed: `default_room`):
+    a pick can take no more of them, whatever else the queue holds. Empty without `room`."""
+    if room is None:
+        return []
+    counts: dict[str, int] = {}
+    for c in candidates:
+        counts[c[5]] = counts.get(c[5], 0) + 1
+    return sorted(g for g, n in counts.items() if n >= room.get(g, default_room))
 
 
 def left_over(

@@ -20,7 +20,7 @@ from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
 from aigc_saas.jobs import capacity, events, submission
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
-from aigc_saas.jobs.ordering import fair_pick, left_over
+from aigc_saas.jobs.ordering import covered, fair_pick, left_over
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from aigc_saas.validation import storable
@@ -222,6 +222,12 @@ def claim_fitting(
         candidates = _claim_candidates(queue, now, CLAIM_CANDIDATES)
         if not candidates:
             return Claim([])
+        if len(candidates) >= CLAIM_CANDIDATES and (enough := covered(candidates, room, default_room)):
+            # The read may be one full generator's backlog, and the jobs after it of a generator with room would
+            # wait unseen until it shrank: read again past the generators it already has enough of.
+            seen = {c[0] for c in candidates}
+            others = _claim_candidates(queue, now, CLAIM_CANDIDATES, generator__notin=enough)
+            candidates = sorted(candidates + [c for c in others if c[0] not in seen], key=lambda row: row[4])
         running = (
             {}  # one tenant waiting: its oldest jobs (the one rung for first) are the fair pick, no count needed
             if len({c[1] for c in candidates}) == 1
@@ -261,14 +267,21 @@ def claim_fitting(
     return Claim([])
 
 
-def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
-    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts, created_at, generator,
-    steps): `_claimable` as two reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM compiled
-    the OR anew every claim."""
+def _claim_candidates(queue: str, now: Any, limit: int, **only: Any) -> list[tuple]:
+    """The `limit` oldest claimable jobs of `queue` (that also meet `only`, aigc_saas.rows conditions) as (pk,
+    tenant_id, state, attempts, created_at, generator, steps): `_claimable` as two reads whose SQL is written once
+    (aigc_saas.rows), merged by age; the ORM compiled the OR anew every claim."""
     names = ["id", "tenant_id", "state", "attempts", "created_at", "generator", "steps"]
-    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED)
+    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED, **only)
     lapsed = rows.values(
-        Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
+        Job,
+        names,
+        order_by=["created_at"],
+        limit=limit,
+        queue=queue,
+        state=JobState.RUNNING,
+        lease_expires_at__lt=now,
+        **only,
     )
     return sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
 
