@@ -9,7 +9,7 @@ so `one` and `all` give the instance `Model.from_db` gives the ORM. A read costs
 
 `update` writes plain values by the same conditions, and `insert` a new row. Conditions are keyword arguments:
 `name=value` (equality; a field name, an attname such as `tenant_id`, or `pk`), `name__gte=value`,
-`name__lt=value`, `name__in=[values]` and `name__notin=[values]`.
+`name__lt=value` and `name__in=[values]`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from django.db.models import signals
 
 M = TypeVar("M", bound=models.Model)
 
-OPERATORS = {"": "=", "gte": ">=", "lt": "<", "in": "IN", "notin": "NOT IN"}
-_LISTS = ("__in", "__notin")  # conditions whose value is a list: one placeholder per value
+OPERATORS = {"": "=", "gte": ">=", "lt": "<", "in": "IN"}
 
 # Per (model, vendor, shape): the SQL text and what each condition needs. Threads may build one twice: same value.
 _plans: dict[tuple[Any, ...], tuple[str, list[models.Field]]] = {}
@@ -193,15 +192,14 @@ def _plan(
 
 
 def _shape(conditions: dict[str, Any]) -> tuple[tuple[str, int], ...]:
-    """Each condition's name, and how many values an `__in` or `__notin` gives (its SQL has that many
-    placeholders)."""
-    return tuple((name, len(value) if name.endswith(_LISTS) else 0) for name, value in conditions.items())
+    """Each condition's name, and how many values an `__in` gives (its SQL has that many placeholders)."""
+    return tuple((name, len(value) if name.endswith("__in") else 0) for name, value in conditions.items())
 
 
 def _params(connection: Any, fields: list[models.Field], conditions: dict[str, Any]) -> list[Any]:
     params: list[Any] = []
     for field, (name, value) in zip(fields, conditions.items(), strict=True):
-        if name.endswith(_LISTS):
+        if name.endswith("__in"):
             params.extend(field.get_db_prep_value(v, connection) for v in value)
         else:
             params.append(field.get_db_prep_value(value, connection))
@@ -216,14 +214,11 @@ def _where(
     for name, count in shape:
         base, _, op = name.partition("__")
         if op not in OPERATORS:
-            raise ValueError(
-                f"rows: unsupported condition {name!r} (use name=, name__gte=, name__lt=, name__in= or name__notin=)"
-            )
+            raise ValueError(f"rows: unsupported condition {name!r} (use name=, name__gte=, name__lt= or name__in=)")
         field = _field(model, base)
         fields.append(field)
-        if op in ("in", "notin"):
-            empty = "1 = 0" if op == "in" else "1 = 1"  # in nothing: no row; not in nothing: every row
-            where.append(f"{quote(field.column)} {OPERATORS[op]} ({', '.join(['%s'] * count)})" if count else empty)
+        if op == "in":
+            where.append(f"{quote(field.column)} IN ({', '.join(['%s'] * count)})" if count else "1 = 0")
         else:
             where.append(f"{quote(field.column)} {OPERATORS[op]} %s")
     return (f" WHERE {' AND '.join(where)}" if where else ""), fields

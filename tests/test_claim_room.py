@@ -1,6 +1,7 @@
 """A worker claims only what its engines can start: a full engine leaves jobs queued in the database (where a
-worker with room can take them) and rings their queue when its rows free, free rows of one generator take no
-jobs of another, and a doorbell answered while a model loads waits for it instead of claiming more."""
+worker with room can take them) and rings their queue when its rows free, free rows of one engine (a generator's
+model) take no jobs of another, and a doorbell answered while a model loads waits for it instead of claiming
+more."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aigc_saas.jobs import doorbell, engine_host, events, runtime, services
 from aigc_saas.jobs.models import Job
 from aigc_saas.observability.metrics import broker_queue_lengths
 from aigc_saas.plugins.models import PluginRecord
+from aigc_saas.plugins.services import effective_config, enabled_plugin
 from generators.base import GenerationResult, Generator, GeneratorConfig, Modality
 
 TEXT, IMAGE = "transformers-text", "diffusers-image"
@@ -33,6 +35,14 @@ def queue(django_db_blocker) -> Iterator[str]:  # noqa: ANN001
         PluginRecord.objects.filter(name__in=[TEXT, IMAGE]).update(queue="")
     events.client().delete(name, doorbell.key(name))
     getattr(runtime, "_owed", set()).discard(name)  # a queue this test left owed rings nowhere later
+
+
+def engine_of(generator: str, model: str = "") -> tuple[str, str]:
+    """The key of a claim's room: a generator and the model its engine runs (by default the plugin's)."""
+    if not model:
+        record, info = enabled_plugin(generator)
+        model = effective_config(record, info.cls).model_id
+    return generator, model
 
 
 def messages(queue: str) -> int:
@@ -68,7 +78,7 @@ class Engines:
     def snapshot(self) -> list[dict[str, Any]]:
         with self.lock:
             return [
-                {"generator": g, "model_id": "m", "max_rows": m, "running": r, "waiting": 0}
+                {"generator": g, "model_id": engine_of(g)[1], "max_rows": m, "running": r, "waiting": 0}
                 for g, (m, r) in self.rows.items()
             ]
 
@@ -161,12 +171,12 @@ def test_a_claim_takes_at_most_each_generators_room_and_one_of_a_generator_not_l
     texts = submit(tenant, TEXT, 4)
     images = submit(tenant, IMAGE, 3)
 
-    taken = services.claim_batch(queue, "w", limit=32, room={TEXT: 2})
+    taken = services.claim_batch(queue, "w", limit=32, room={engine_of(TEXT): 2})
 
     assert sorted(j.generator for j in taken) == [IMAGE, TEXT, TEXT]
     assert sorted(states(texts)) == ["queued", "queued", "running", "running"]
     assert sorted(states(images)) == ["queued", "queued", "running"]
-    assert services.claim_batch(queue, "w", limit=32, room={TEXT: 0, IMAGE: 0}) == []
+    assert services.claim_batch(queue, "w", limit=32, room={engine_of(TEXT): 0, engine_of(IMAGE): 0}) == []
 
 
 @pytest.mark.django_db
@@ -177,17 +187,33 @@ def test_a_full_generators_backlog_longer_than_a_claims_read_hides_no_other_gene
     texts = submit(tenant, TEXT, 6)  # older than the image job, and more than one read holds
     image = submit(tenant, IMAGE, 1)
 
-    claim = services.claim_fitting(queue, "w", limit=32, room={TEXT: 0, IMAGE: 1})
+    claim = services.claim_fitting(queue, "w", limit=32, room={engine_of(TEXT): 0, engine_of(IMAGE): 1})
 
     assert [j.pk for j in claim.jobs] == [image[0].pk]  # the image engine's free row is not left idle
     assert claim.held  # the text jobs wait for rows, and the queue is owed a ring when they free
     assert states(texts) == ["queued"] * 6
 
     more = submit(tenant, IMAGE, 2)
-    claim = services.claim_fitting(queue, "w", limit=32, room={TEXT: 2, IMAGE: 1})
+    claim = services.claim_fitting(queue, "w", limit=32, room={engine_of(TEXT): 2, engine_of(IMAGE): 1})
     assert sorted(j.generator for j in claim.jobs) == [IMAGE, TEXT, TEXT]
     assert [j.pk for j in claim.jobs if j.generator == TEXT] == [texts[0].pk, texts[1].pk]  # oldest first
     assert sorted(states(more)) == ["queued", "running"]
+
+
+@pytest.mark.django_db
+def test_free_rows_of_one_model_take_no_job_of_another_model_of_the_same_generator(tenant, queue, engines) -> None:  # noqa: ANN001
+    engines.engine(TEXT, max_rows=8, running=0)  # the plugin's default model: 8 free rows
+    others = submit(tenant, TEXT, 3)  # older: first in line
+    Job.objects.filter(pk__in=[j.pk for j in others]).update(model_id="acme/other-model")
+    defaults = submit(tenant, TEXT, 2)
+
+    assert runtime.claim_room(engines.snapshot()) == {engine_of(TEXT): 8}
+    claim = services.claim_fitting(queue, "w", limit=32, room=runtime.claim_room(engines.snapshot()))
+
+    # One job of the model with no engine here (it loads one), both of the loaded model's; two wait for the load.
+    assert sorted(j.pk for j in claim.jobs) == sorted([others[0].pk, *(j.pk for j in defaults)])
+    assert claim.held
+    assert states(others) == ["running", "queued", "queued"]
 
 
 @pytest.mark.django_db

@@ -137,14 +137,6 @@ def test_in_conditions_take_any_number_of_values(tenant) -> None:  # noqa: ANN00
     assert sorted(Job.objects.filter(progress=0.5).values_list("pk", flat=True)) == sorted(ids[1:])
 
 
-def test_notin_conditions_leave_out_the_values_given_and_none_when_given_none(tenant) -> None:  # noqa: ANN001
-    jobs = [services.submit_job(tenant, "transformers-text", {"prompt": f"p{i}"}) for i in range(3)]
-    ids = [j.pk for j in jobs]
-    assert rows.values(Job, ["id"], id__in=ids, id__notin=ids[:2]) == [(ids[2],)]
-    assert sorted(pk for (pk,) in rows.values(Job, ["id"], id__in=ids, id__notin=[])) == sorted(ids)
-    assert rows.values(Job, ["id"], id__in=ids, generator__notin=["transformers-text", "diffusers-image"]) == []
-
-
 def test_a_placement_is_written_only_for_the_attempt_that_claimed(tenant) -> None:  # noqa: ANN001
     first, second = (services.submit_job(tenant, "transformers-text", {"prompt": p}) for p in ("a", "b"))
     claimed = [services.claim_job(first.pk, "w"), services.claim_job(second.pk, "w")]

@@ -81,7 +81,7 @@ def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
 # claim_fitting reads its rows back by worker name and start time: one claim at a time in a process.
 _claiming = threading.Lock()
 
-# What a generator's claim may take while no engine of it is loaded here: its first job loads it, and the rest
+# What a claim may take of a (generator, model) with no engine loaded here: its first job loads it, and the rest
 # wait in the queue, in the database, where any worker can take them (they are rung here when it has loaded).
 NO_ENGINE_ROOM = 1
 
@@ -90,21 +90,21 @@ NO_ENGINE_ROOM = 1
 # `_claiming` before it reads the engines, so rows freed after that read find the queue owed; the stale-job sweep
 # (`services.requeue_stale_jobs`) stays the backstop for a ring lost anyway.
 _owed: set[str] = set()
-# Jobs claimed here that no engine holds yet (resolving, loading their plugin): job id -> generator. An engine's
-# `running` and `waiting` count only what was handed to it, so a claim counts these too, or each doorbell
+# Jobs claimed here that no engine holds yet (resolving, loading their plugin): job id -> (generator, model). An
+# engine's `running` and `waiting` count only what was handed to it, so a claim counts these too, or each doorbell
 # answered during a model load would take one more job to wait here for it.
-_starting: dict[str, str] = {}
+_starting: dict[str, tuple[str, str]] = {}
 _owed_lock = threading.Lock()  # `_owed` and `_starting`; never held while ringing or querying
 
 
 def execute_job(job_id: str, queue: str | None = None) -> str:
     """Answer one doorbell of `queue`: claim the fairest jobs there (this one first when its tenant's turn
-    allows), only as many of each generator as this process's engines can start now (`claim_room`), at most
-    AIGC_CLAIM_BATCH, run them together and record each outcome as it comes.
+    allows), only as many of each engine (generator and model) as this process can start now (`claim_room`), at
+    most AIGC_CLAIM_BATCH, run them together and record each outcome as it comes.
 
     A doorbell stands for every job of the queue committed before it is answered (aigc_saas.jobs.doorbell), so
     none may be dropped: a claim that stopped at AIGC_CLAIM_BATCH with jobs left that fit rings again at once
-    (another thread or worker claims them); one that left jobs because their generator is full here owes the
+    (another thread or worker claims them); one that left jobs because their engine is full here owes the
     queue a ring when rows free in this process (`ring_owed`), and does not ring now, since a worker whose
     engines are full would only claim jobs to keep them waiting, leased to it, while another could run them.
 
@@ -131,7 +131,7 @@ def execute_job(job_id: str, queue: str | None = None) -> str:
         with _owed_lock:
             if not claim.held:  # nothing it read waits for room (a row freed since the add rang it: harmless)
                 _owed.discard(queue)
-            _starting.update((str(job.pk), job.generator) for job in claim.jobs)
+            _starting.update((str(job.pk), (job.generator, job.model_id)) for job in claim.jobs)
     jobs = claim.jobs
     try:
         if claim.more:  # stopped at AIGC_CLAIM_BATCH with room left: another thread or worker claims the rest
@@ -158,18 +158,19 @@ def execute_job(job_id: str, queue: str | None = None) -> str:
     return first.state
 
 
-def claim_room(engines: list[dict[str, Any]]) -> dict[str, int]:
-    """How many more jobs of each generator this process can start now: its engines' free rows (max_rows less
-    running and waiting), less the jobs claimed here that no engine holds yet. A generator not listed has no
-    engine here (`NO_ENGINE_ROOM`, less its jobs claimed)."""
-    room: dict[str, int] = {}
+def claim_room(engines: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """How many more jobs of each engine, (generator, model), this process can start now: its free rows
+    (max_rows less running and waiting, summed over devices), less the jobs claimed here that no engine holds yet.
+    One not listed has no engine here (`NO_ENGINE_ROOM`, less its jobs claimed): free rows of one model start no
+    job of another, which would load its own engine beside it."""
+    room: dict[tuple[str, str], int] = {}
     for e in engines:
-        free = max(0, e["max_rows"] - e["running"] - e["waiting"])
-        room[e["generator"]] = room.get(e["generator"], 0) + free
+        key = (e["generator"], e["model_id"])
+        room[key] = room.get(key, 0) + max(0, e["max_rows"] - e["running"] - e["waiting"])
     with _owed_lock:
         starting = list(_starting.values())
-    for generator in starting:
-        room[generator] = max(0, room.get(generator, NO_ENGINE_ROOM) - 1)
+    for key in starting:
+        room[key] = max(0, room.get(key, NO_ENGINE_ROOM) - 1)
     return room
 
 

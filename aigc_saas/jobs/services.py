@@ -168,7 +168,7 @@ def claim_batch(queue: str, worker: str, **options: Any) -> list[Job]:
 
 @dataclass
 class Claim:
-    """What one claim took, and why it left what it left: `held`, claimable jobs of a generator the worker had no
+    """What one claim took, and why it left what it left: `held`, claimable jobs of an engine the worker had no
     room for (they wait until its rows free); `more`, the claim stopped at its `limit` and jobs it had room for
     may be left."""
 
@@ -188,11 +188,11 @@ def claim_fitting(
     limit: int = 1,
     device: str = "",
     step_seconds: dict[str, float] | None = None,
-    room: dict[str, int] | None = None,
+    room: dict[tuple[str, str], int] | None = None,
     default_room: int = 1,
 ) -> Claim:
     """Claim up to `limit` jobs of `queue` in fair order, in one compare-and-set statement, and at most `room`
-    of each generator (one not listed: `default_room`; `room` None: any number up to `limit`).
+    of each (generator, model) engine (one not listed: `default_room`; `room` None: any number up to `limit`).
 
     Fair order (aigc_saas.jobs.ordering): the most urgent job of the tenant with the fewest running jobs there,
     again and again, counting the jobs already picked. A broker message is a doorbell for its queue: the job it
@@ -201,10 +201,10 @@ def claim_fitting(
     (aigc_saas.jobs.doorbell); one that finds its job claimed already claims the next.
 
     Room: a queue holds the jobs of several generators (every plugin on a device shares its queue), and a
-    worker's free text rows start no image job. A claimed job is running on this worker and leased to it, so one
-    its engines cannot start would wait in this worker while another with free rows could run it now: a job
-    whose generator has no room is left queued, and the result says so (`held`), for the caller to claim again
-    when rows free.
+    worker's free text rows start no image job, nor a job of another text model. A claimed job is running on this
+    worker and leased to it, so one its engines cannot start would wait in this worker while another with free
+    rows could run it now: a job whose engine has no room is left queued, and the result says so (`held`), for
+    the caller to claim again when rows free.
 
     Urgent: least laxity first. With `step_seconds` (each generator's measured engine step, from the claiming
     worker), jobs submitted together go longest first, so a full engine's batch stays full to its end instead of
@@ -226,7 +226,7 @@ def claim_fitting(
             # The read may be one full generator's backlog, and the jobs after it of a generator with room would
             # wait unseen until it shrank: read again past the generators it already has enough of.
             seen = {c[0] for c in candidates}
-            others = _claim_candidates(queue, now, CLAIM_CANDIDATES, generator__notin=enough)
+            others = _candidates_past(queue, now, CLAIM_CANDIDATES, enough)
             candidates = sorted(candidates + [c for c in others if c[0] not in seen], key=lambda row: row[4])
         running = (
             {}  # one tenant waiting: its oldest jobs (the one rung for first) are the fair pick, no count needed
@@ -267,23 +267,29 @@ def claim_fitting(
     return Claim([])
 
 
-def _claim_candidates(queue: str, now: Any, limit: int, **only: Any) -> list[tuple]:
-    """The `limit` oldest claimable jobs of `queue` (that also meet `only`, aigc_saas.rows conditions) as (pk,
-    tenant_id, state, attempts, created_at, generator, steps): `_claimable` as two reads whose SQL is written once
-    (aigc_saas.rows), merged by age; the ORM compiled the OR anew every claim."""
-    names = ["id", "tenant_id", "state", "attempts", "created_at", "generator", "steps"]
-    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED, **only)
+CANDIDATE_COLUMNS = ["id", "tenant_id", "state", "attempts", "created_at", "generator", "steps", "model_id"]
+
+
+def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
+    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts, created_at, generator,
+    steps, model_id): `_claimable` as two reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM
+    compiled the OR anew every claim."""
+    names = CANDIDATE_COLUMNS
+    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED)
     lapsed = rows.values(
-        Job,
-        names,
-        order_by=["created_at"],
-        limit=limit,
-        queue=queue,
-        state=JobState.RUNNING,
-        lease_expires_at__lt=now,
-        **only,
+        Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
     )
     return sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
+
+
+def _candidates_past(queue: str, now: Any, limit: int, engines: list[tuple[str, str]]) -> list[tuple]:
+    """`_claim_candidates` without the jobs of these (generator, model) engines: a read a claim makes only past a
+    full engine's long backlog, so the ORM compiles it."""
+    past = Q()
+    for generator, model_id in engines:
+        past |= Q(generator=generator, model_id=model_id)
+    found = Job.objects.filter(_claimable(now), queue=queue).exclude(past).order_by("created_at")
+    return list(found.values_list(*CANDIDATE_COLUMNS)[:limit])
 
 
 def record_placement(placed: list[tuple[Job, str, str]]) -> None:
