@@ -1,4 +1,9 @@
-"""A per-worker cache of loaded models with a memory budget per device, evicting least recently used."""
+"""A per-worker cache of loaded models with a memory budget per device, evicting least recently used.
+
+A value may say it is in use (`busy()`: an engine with jobs running or waiting). A busy entry is never evicted
+under it: tearing an engine down fails every job it holds. A load that needs its room waits instead (each busy
+entry in its way is marked `draining`, so a worker claims no new jobs for it and it empties), and takes the room
+once they are idle."""
 
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ class DoesNotFit(Exception):
     code = "model_exceeds_budget"
 
 
+class DeviceBusy(DoesNotFit):
+    """A model could not be loaded within its wait: the engines it would evict stayed busy all along."""
+
+    code = "device_busy"
+
+
 @dataclass
 class CacheEntry:
     key: Hashable
@@ -34,6 +45,13 @@ class CacheEntry:
     last_used: float = field(default_factory=time.time)
     hits: int = 0
     load_seconds: float = 0.0
+    draining: bool = False  # a load waits for it to go idle: take no new work for it
+
+
+def busy(value: Any) -> bool:
+    """Whether a cached value is in use (its `busy()` says so; a value without one never is)."""
+    check = getattr(value, "busy", None)
+    return bool(check()) if callable(check) else False
 
 
 def default_budgets(devices: list[DeviceInfo], fraction: float = 0.8) -> dict[str, int]:
@@ -91,17 +109,58 @@ class ModelCache:
         device: str,
         estimate_bytes: int = 0,
         measure: Callable[[Any], int] | None = None,
+        wait_seconds: float = 0.0,
     ) -> Any:
-        """Return the cached value or load it, first evicting LRU entries of `device` so it fits.
+        """Return the cached value or load it, first evicting idle LRU entries of `device` so it fits.
 
-        Without `measure`, the size is the bytes of the torch modules the value holds, or `estimate_bytes`
-        when it holds none. A value measured larger than the whole budget is dropped and `DoesNotFit` raised.
+        Where busy entries stand in the way, it waits up to `wait_seconds` for them to go idle (they drain
+        meanwhile), then raises `DeviceBusy`. Without `measure`, the size is the bytes of the torch modules the
+        value holds, or `estimate_bytes` when it holds none. A value measured larger than the whole budget is
+        dropped and `DoesNotFit` raised.
         """
+        deadline = time.monotonic() + wait_seconds
+        marked: set[Hashable] = set()
+        try:
+            while True:
+                with self._lock:
+                    cached = self.get(key)
+                    if cached is not None:
+                        return cached
+                    blocking = self.make_room(device, estimate_bytes)
+                    if not blocking:
+                        return self._load(key, loader, device, estimate_bytes, measure)
+                    for other in blocking:
+                        self._entries[other].draining = True
+                    marked.update(blocking)
+                if time.monotonic() >= deadline:
+                    raise DeviceBusy(
+                        f"`{key}` needs {estimate_bytes} bytes of `{device}`, held by models busy with jobs for "
+                        f"{wait_seconds:.0f} s"
+                    )
+                time.sleep(self.DRAIN_POLL_SECONDS)
+        finally:
+            with self._lock:
+                for other in marked:  # those still here (a wait that gave up, or went idle) serve on
+                    if other in self._entries:
+                        self._entries[other].draining = False
+
+    DRAIN_POLL_SECONDS = 0.2
+
+    def draining(self, key: Hashable) -> bool:
+        """Whether a load waits for this entry to go idle (a worker claims no new jobs for it meanwhile)."""
         with self._lock:
-            cached = self.get(key)
-            if cached is not None:
-                return cached
-            self.make_room(device, estimate_bytes)
+            entry = self._entries.get(key)
+            return entry is not None and entry.draining
+
+    def _load(
+        self,
+        key: Hashable,
+        loader: Callable[[], Any],
+        device: str,
+        estimate_bytes: int,
+        measure: Callable[[Any], int] | None,
+    ) -> Any:
+        with self._lock:
             started = time.perf_counter()
             value = loader()
             elapsed = time.perf_counter() - started
@@ -116,22 +175,36 @@ class ModelCache:
                 raise DoesNotFit(
                     f"`{key}` measured {size} bytes after loading, over the {budget}-byte budget of `{device}`"
                 )
-            # The estimate may have been low: settle the budget with the measured size.
+            # The estimate may have been low: settle the budget with the measured size (idle entries only: a
+            # busy one stays, over budget, until a later load finds it idle).
             self.make_room(device, 0, keep=key)
             return self._entries[key].value
 
-    def make_room(self, device: str, needed: int, keep: Hashable | None = None) -> None:
-        """Evict least recently used entries of `device` until `needed` more bytes fit its budget."""
+    def make_room(self, device: str, needed: int, keep: Hashable | None = None) -> list[Hashable]:
+        """Evict least recently used idle entries of `device` until `needed` more bytes fit its budget. Returns
+        the busy entries that would have to go too (empty: it fits now)."""
         budget = self.budget_for(device)
         if budget is None:
-            return
+            return []
         if needed > budget:
             raise DoesNotFit(f"a model needing {needed} bytes exceeds the {budget}-byte budget of `{device}`")
         with self._lock:
+            in_use: list[Hashable] = []
             for key in [k for k, e in self._entries.items() if e.device == device and k != keep]:
                 if self.used(device) + needed <= budget:
+                    return []
+                if busy(self._entries[key].value):
+                    in_use.append(key)
+                else:
+                    self.evict(key)
+            short = self.used(device) + needed - budget
+            blocking: list[Hashable] = []
+            for key in in_use:  # least recently used first, as many as the room needs
+                if short <= 0:
                     break
-                self.evict(key)
+                blocking.append(key)
+                short -= self._entries[key].size_bytes
+            return blocking
 
     def evict(self, key: Hashable) -> bool:
         """Drop one entry, call its `teardown()`, and give the freed memory back to its device."""
@@ -151,9 +224,9 @@ class ModelCache:
             return True
 
     def clear(self, device: str | None = None) -> int:
-        """Evict every entry (of `device` only, when given); returns how many were evicted."""
+        """Evict every idle entry (of `device` only, when given); returns how many were evicted."""
         with self._lock:
-            keys = [k for k, e in self._entries.items() if device is None or e.device == device]
+            keys = [k for k, e in self._entries.items() if (device is None or e.device == device) and not busy(e.value)]
             for key in keys:
                 self.evict(key)
             return len(keys)

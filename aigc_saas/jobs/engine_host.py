@@ -72,6 +72,12 @@ class Served:
                 runner, budget_tokens=budget, max_rows=settings.AIGC_ENGINE_MAX_ROWS, emit=publish_outputs, name=name
             )
 
+    def busy(self) -> bool:
+        """Jobs are running in its engine or waiting for rows there: the model cache does not evict it (that
+        would fail them all); a load that needs its room waits for it to drain."""
+        stats = self.engine.stats()
+        return stats.get("running", 0) + stats.get("waiting", 0) > 0
+
     def describe(self) -> dict[str, Any]:
         return {
             "generator": self.info.name,
@@ -121,7 +127,13 @@ def served(info: PluginInfo, config: GeneratorConfig, device: DeviceChoice) -> S
 
     cache = model_cache()
     estimate = info.cls.needs.memory_mb * 1024 * 1024
-    options = {"device": device.device, "estimate_bytes": estimate, "measure": lambda s: s.size_bytes(estimate)}
+    options = {
+        "device": device.device,
+        "estimate_bytes": estimate,
+        "measure": lambda s: s.size_bytes(estimate),
+        # Engines busy with jobs are not evicted: the load waits for them to drain, at most as long as a job may run.
+        "wait_seconds": settings.AIGC_JOB_TIME_LIMIT,
+    }
     value = cache.get_or_load(key, load, **options)
     if value.engine.stopped:  # its loop (or process) died on an error it could not survive: load it afresh
         cache.evict(key)
@@ -146,11 +158,14 @@ def warm_engine_processes() -> None:
 
 
 def snapshot() -> list[dict[str, Any]]:
-    """Each engine of this process: capacity and load (for metrics and the worker's status row)."""
+    """Each engine of this process: capacity and load (for metrics and the worker's status row); `draining`: a
+    model waits to load in its room, so claims take no new jobs for it."""
     from aigc_saas.jobs.runtime import model_cache
 
+    cache = model_cache()
     with _served_lock:
-        return [s.describe() for key, s in list(_served.items()) if key in model_cache()]
+        served_now = list(_served.items())
+    return [{**s.describe(), "draining": cache.draining(key)} for key, s in served_now if key in cache]
 
 
 class Publisher:
@@ -358,6 +373,9 @@ def _serve(loaded: list[tuple[Claimed, Served]]) -> Iterator[tuple[Claimed, Any]
             running[str(job_id)][2].cancel()
         for job_id, (item, target, seq) in list(running.items()):
             try:
+                if target.engine.stopped:  # evicted since `_load` found it idle: load it again
+                    target = served(item.info, item.config, item.device)
+                    running[job_id] = (item, target, seq)
                 target.engine.submit(seq)
             except Exception as exc:  # noqa: BLE001 - an engine that stopped meanwhile fails its job alone
                 del running[job_id]

@@ -162,11 +162,13 @@ def claim_room(engines: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     """How many more jobs of each engine, (generator, model), this process can start now: its free rows
     (max_rows less running and waiting, summed over devices), less the jobs claimed here that no engine holds yet.
     One not listed has no engine here (`NO_ENGINE_ROOM`, less its jobs claimed): free rows of one model start no
-    job of another, which would load its own engine beside it."""
+    job of another, which would load its own engine beside it. A draining engine (another model waits for its
+    memory, hardware.cache) has no room: it empties, and its jobs wait in the queue until it is back."""
     room: dict[tuple[str, str], int] = {}
     for e in engines:
         key = (e["generator"], e["model_id"])
-        room[key] = room.get(key, 0) + max(0, e["max_rows"] - e["running"] - e["waiting"])
+        free = 0 if e.get("draining") else max(0, e["max_rows"] - e["running"] - e["waiting"])
+        room[key] = room.get(key, 0) + free
     with _owed_lock:
         starting = list(_starting.values())
     for key in starting:

@@ -1,13 +1,16 @@
-"""The per-worker model cache: reuse, LRU eviction under a budget, and memory really released."""
+"""The per-worker model cache: reuse, LRU eviction under a budget, memory really released, and no busy engine
+torn down (a load waits for it to drain)."""
 
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 
 import pytest
 
-from hardware.cache import DoesNotFit, ModelCache, default_budgets
+from hardware.cache import DeviceBusy, DoesNotFit, ModelCache, default_budgets
 from hardware.devices import DeviceInfo
 from hardware.memory import module_bytes, process_rss_bytes
 
@@ -217,3 +220,66 @@ def test_evicting_a_loaded_image_plugin_frees_its_pipeline(tmp_path) -> None:  #
     gc.collect()
 
     assert unet() is None and cache.used("cpu") == 0
+
+
+class Engine(Loaded):
+    """A loaded model with jobs in its engine (`busy`) or none."""
+
+    def __init__(self, name: str, size: int, busy: bool = False) -> None:
+        super().__init__(name, size)
+        self.jobs = busy
+
+    def busy(self) -> bool:
+        return self.jobs
+
+
+def test_a_busy_entry_is_not_evicted_the_load_waits_while_it_drains_then_takes_its_room() -> None:
+    cache = ModelCache({"cpu": 10})
+    cache.DRAIN_POLL_SECONDS = 0.01
+    old = cache.get_or_load("a", lambda: Engine("a", 8, busy=True), device="cpu", measure=lambda v: v.size)
+    loaded: list[Engine] = []
+    loader = threading.Thread(
+        target=lambda: loaded.append(
+            cache.get_or_load("b", lambda: Engine("b", 8), device="cpu", estimate_bytes=8, wait_seconds=30)
+        )
+    )
+    loader.start()
+    deadline = time.monotonic() + 10
+    while not cache.draining("a") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert cache.draining("a") and "a" in cache and not old.torn_down  # waiting, not tearing it down
+    assert loaded == []
+
+    old.jobs = False  # its last job ends
+    loader.join(10)
+    assert [v.name for v in loaded] == ["b"] and old.torn_down and "a" not in cache
+
+
+def test_a_wait_that_runs_out_fails_the_load_and_the_busy_entry_serves_on() -> None:
+    cache = ModelCache({"cpu": 10})
+    cache.DRAIN_POLL_SECONDS = 0.01
+    old = cache.get_or_load("a", lambda: Engine("a", 8, busy=True), device="cpu", measure=lambda v: v.size)
+
+    with pytest.raises(DeviceBusy, match="busy") as refused:
+        cache.get_or_load("b", lambda: Engine("b", 8), device="cpu", estimate_bytes=8, wait_seconds=0.05)
+
+    assert refused.value.code == "device_busy"
+    assert "a" in cache and "b" not in cache and not old.torn_down and not cache.draining("a")
+
+
+def test_only_as_many_busy_entries_as_the_room_needs_drain_least_recently_used_first_and_idle_ones_go_first() -> None:
+    cache = ModelCache({"cpu": 12})
+    for name in ("a", "b", "c"):
+        cache.get_or_load(name, lambda n=name: Engine(n, 4, busy=n != "b"), device="cpu", measure=lambda v: v.size)
+
+    assert cache.make_room("cpu", 8) == ["a"]  # idle "b" is evicted; then 4 more bytes: the oldest busy one
+    assert "b" not in cache and "a" in cache and "c" in cache
+
+
+def test_clear_leaves_busy_entries() -> None:
+    cache = ModelCache()
+    busy = cache.get_or_load("a", lambda: Engine("a", 1, busy=True), device="cpu", measure=lambda v: v.size)
+    idle = cache.get_or_load("b", lambda: Engine("b", 1), device="cpu", measure=lambda v: v.size)
+
+    assert cache.clear("cpu") == 1
+    assert idle.torn_down and not busy.torn_down and "a" in cache
