@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from aigc_saas.jobs import doorbell, engine_host, events, runtime, services
+from aigc_saas.jobs import candidates, doorbell, engine_host, events, runtime, services
 from aigc_saas.jobs.models import Job
 from aigc_saas.observability.metrics import broker_queue_lengths
 from aigc_saas.plugins.models import PluginRecord
@@ -183,7 +183,7 @@ def test_a_claim_takes_at_most_each_generators_room_and_one_of_a_generator_not_l
 def test_a_full_generators_backlog_longer_than_a_claims_read_hides_no_other_generators_job(
     tenant, queue, monkeypatch
 ) -> None:  # noqa: ANN001
-    monkeypatch.setattr(services, "CLAIM_CANDIDATES", 4)  # a claim reads the 4 oldest, as it reads 200
+    monkeypatch.setattr(candidates, "CLAIM_CANDIDATES", 4)  # a claim reads the 4 oldest, as it reads 200
     texts = submit(tenant, TEXT, 6)  # older than the image job, and more than one read holds
     image = submit(tenant, IMAGE, 1)
 

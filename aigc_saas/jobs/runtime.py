@@ -61,9 +61,16 @@ def resolve(job: Job) -> tuple[PluginInfo, GeneratorConfig, DeviceChoice]:
     return info, config, device
 
 
+# Outcomes of the worker's side, not of the job: its engine stopped under it (the engine process died, the engine
+# thread failed). The job goes back to its queue for another attempt, as a lost worker's does.
+RETRIED_CODES = frozenset({"engine_stopped"})
+
+
 def record_outcome(job: Job, outcome: GenerationResult | BaseException) -> None:
     if isinstance(outcome, JobCancelled):
         services.mark_cancelled(job, outcome.message)
+    elif isinstance(outcome, GeneratorError) and outcome.code in RETRIED_CODES:
+        services.retry_job(job, outcome.code, outcome.message)
     elif isinstance(outcome, GeneratorError):
         services.fail_job(job, outcome.code, outcome.message)
     elif isinstance(outcome, DeviceUnavailable | DoesNotFit | DeviceOutOfMemory):

@@ -11,16 +11,16 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.utils import timezone
 
 from aigc_saas import rows
 from aigc_saas.accounts.models import ApiKey, Tenant
 from aigc_saas.assets.inputs import validate_asset_params
 from aigc_saas.errors import Conflict, InvalidInput, NotFound
-from aigc_saas.jobs import capacity, events, submission
+from aigc_saas.jobs import candidates, capacity, events, submission
 from aigc_saas.jobs.models import TERMINAL_STATES, Artifact, Job, JobState
-from aigc_saas.jobs.ordering import covered, fair_pick, left_over
+from aigc_saas.jobs.ordering import fair_pick, left_over
 from aigc_saas.jobs.signals import job_finished, job_queued
 from aigc_saas.plugins.services import effective_config, enabled_plugin, queue_for
 from aigc_saas.validation import storable
@@ -121,11 +121,6 @@ def get_job(tenant: Tenant, job_id: Any) -> Job:
     return job
 
 
-def _claimable(now: Any) -> Q:
-    """Queued jobs, and running ones whose lease lapsed (their worker died or stalled)."""
-    return Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, lease_expires_at__lt=now)
-
-
 def _claimed(now: Any, worker: str, device: str) -> dict[str, Any]:
     """What a claim writes: running, a fresh lease, and one more attempt (which fences every older attempt's
     later writes)."""
@@ -146,7 +141,7 @@ def _take(pk: Any, state: str, attempts: int, worker: str, device: str) -> Job |
     now = timezone.now()
     taken = (
         Job.objects.filter(pk=pk, state=state, attempts=attempts)
-        .filter(_claimable(now))
+        .filter(candidates.claimable(now))
         .update(**_claimed(now, worker, device))
     )
     if not taken:
@@ -157,7 +152,7 @@ def _take(pk: Any, state: str, attempts: int, worker: str, device: str) -> Job |
 
 def claim_job(job_id: Any, worker: str, device: str = "") -> Job | None:
     """Claim this job if it is queued or its lease lapsed; a second delivery of a running job does nothing."""
-    row = Job.objects.filter(_claimable(timezone.now()), pk=job_id).values_list("state", "attempts").first()
+    row = Job.objects.filter(candidates.claimable(timezone.now()), pk=job_id).values_list("state", "attempts").first()
     return _take(job_id, row[0], row[1], worker, device) if row else None
 
 
@@ -175,9 +170,6 @@ class Claim:
     jobs: list[Job]
     held: bool = False
     more: bool = False
-
-
-CLAIM_CANDIDATES = 200  # the oldest claimable jobs a claim reads and orders
 
 
 def claim_fitting(
@@ -219,18 +211,12 @@ def claim_fitting(
     """
     for _ in range(5):  # another worker may win every candidate: pick again
         now = timezone.now()
-        candidates = _claim_candidates(queue, now, CLAIM_CANDIDATES)
-        if not candidates:
+        found = candidates.read(queue, now, room, default_room)
+        if not found:
             return Claim([])
-        if len(candidates) >= CLAIM_CANDIDATES and (enough := covered(candidates, room, default_room)):
-            # The read may be one full generator's backlog, and the jobs after it of a generator with room would
-            # wait unseen until it shrank: read again past the generators it already has enough of.
-            seen = {c[0] for c in candidates}
-            others = _candidates_past(queue, now, CLAIM_CANDIDATES, enough)
-            candidates = sorted(candidates + [c for c in others if c[0] not in seen], key=lambda row: row[4])
         running = (
             {}  # one tenant waiting: its oldest jobs (the one rung for first) are the fair pick, no count needed
-            if len({c[1] for c in candidates}) == 1
+            if len({c[1] for c in found}) == 1
             else dict(
                 Job.objects.filter(queue=queue, state=JobState.RUNNING, lease_expires_at__gte=now)
                 .values("tenant_id")
@@ -238,14 +224,16 @@ def claim_fitting(
                 .values_list("tenant_id", "n")
             )
         )
-        chosen = fair_pick(candidates, running, preferred, limit, step_seconds or {}, room, default_room)
-        held, more = left_over(candidates, chosen, limit, room, default_room, CLAIM_CANDIDATES)
+        chosen = fair_pick(found, running, preferred, limit, step_seconds or {}, room, default_room)
+        held, more = left_over(found, chosen, limit, room, default_room, candidates.CLAIM_CANDIDATES)
         if not chosen:  # every generator waiting here is full in this worker
             return Claim([], held=held)
         picked = [pk for pk, *_ in chosen]
         # Claimable at the moment of the update, whatever happened since the read: a job another worker took
         # meanwhile is running under a live lease and is left alone.
-        taken = Job.objects.filter(pk__in=picked).filter(_claimable(now)).update(**_claimed(now, worker, device))
+        taken = (
+            Job.objects.filter(pk__in=picked).filter(candidates.claimable(now)).update(**_claimed(now, worker, device))
+        )
         if not taken:
             continue
         # This claim's rows: this worker, this start time (claims in one process are one at a time).
@@ -265,31 +253,6 @@ def claim_fitting(
         events.publish_many((job.pk, "state", {"state": JobState.RUNNING, "attempt": job.attempts}) for job in jobs)
         return Claim(jobs, held=held, more=more)
     return Claim([])
-
-
-CANDIDATE_COLUMNS = ["id", "tenant_id", "state", "attempts", "created_at", "generator", "steps", "model_id"]
-
-
-def _claim_candidates(queue: str, now: Any, limit: int) -> list[tuple]:
-    """The `limit` oldest claimable jobs of `queue` as (pk, tenant_id, state, attempts, created_at, generator,
-    steps, model_id): `_claimable` as two reads whose SQL is written once (aigc_saas.rows), merged by age; the ORM
-    compiled the OR anew every claim."""
-    names = CANDIDATE_COLUMNS
-    queued = rows.values(Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.QUEUED)
-    lapsed = rows.values(
-        Job, names, order_by=["created_at"], limit=limit, queue=queue, state=JobState.RUNNING, lease_expires_at__lt=now
-    )
-    return sorted(queued + lapsed, key=lambda row: row[4])[:limit] if lapsed else queued
-
-
-def _candidates_past(queue: str, now: Any, limit: int, engines: list[tuple[str, str]]) -> list[tuple]:
-    """`_claim_candidates` without the jobs of these (generator, model) engines: a read a claim makes only past a
-    full engine's long backlog, so the ORM compiles it."""
-    past = Q()
-    for generator, model_id in engines:
-        past |= Q(generator=generator, model_id=model_id)
-    found = Job.objects.filter(_claimable(now), queue=queue).exclude(past).order_by("created_at")
-    return list(found.values_list(*CANDIDATE_COLUMNS)[:limit])
 
 
 def record_placement(placed: list[tuple[Job, str, str]]) -> None:
@@ -407,6 +370,22 @@ def fail_job(job: Job, code: str, message: str) -> Job:
     return job
 
 
+def retry_job(job: Job, code: str, message: str) -> Job:
+    """A run cut short on the worker's side (its engine process died, its engine stopped), not by the job: back to
+    its queue for another attempt, as a lost worker's job is, while it has attempts left (AIGC_MAX_ATTEMPTS), else
+    failed with `code`. Only the attempt that holds the job puts it back; a cancelled one is not retried."""
+    if job.attempts < settings.AIGC_MAX_ATTEMPTS and _back_to_queue(job, cancel_requested=False):
+        _ring(job.pk, job.queue)
+        return job
+    return fail_job(job, code, f"{message} (attempt {job.attempts} of at most {settings.AIGC_MAX_ATTEMPTS})")
+
+
+def _back_to_queue(job: Job, **also: Any) -> bool:
+    """Running -> queued, fenced by the attempt (an attempt taken over since writes nothing)."""
+    fenced = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts, **also)
+    return bool(fenced.update(state=JobState.QUEUED, worker="", lease_expires_at=None, dispatched_at=None))
+
+
 def mark_cancelled(job: Job, message: str = "cancelled while running") -> Job:
     _terminal_update(job, state=JobState.CANCELLED, error_code="cancelled", error_message=message)
     return job
@@ -445,9 +424,7 @@ def requeue_stale_jobs() -> dict[str, int]:
                 error_code="worker_lost",
                 error_message=f"the worker running this job stopped answering, {job.attempts} attempts in all",
             )
-        elif Job.objects.filter(pk=job.pk, state=JobState.RUNNING, attempts=job.attempts).update(
-            state=JobState.QUEUED, worker="", lease_expires_at=None, dispatched_at=None
-        ):
+        elif _back_to_queue(job):
             revived += 1
             ringing = ringing and _ring(job.pk, job.queue)
     live = capacity.live_queues()
