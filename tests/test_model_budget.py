@@ -1,6 +1,7 @@
 """A device's model budget never tears down an engine that holds jobs: a job of another model waits for that
-engine to drain (no new jobs are claimed for it meanwhile), then takes its memory. Real engines, tiny models, one
-worker process's claims."""
+engine to drain (no new jobs are claimed for it meanwhile), then takes its memory; and a job whose engine was
+evicted between its claim and its hand-over loads it again. Real engines, tiny models, one worker process's
+claims."""
 
 from __future__ import annotations
 
@@ -91,3 +92,22 @@ def test_a_job_of_another_model_waits_for_the_busy_engine_to_drain_instead_of_fa
 
     assert runtime.execute_job(str(late.pk)) == "succeeded"  # its model loads again, in the idle one's room
     assert [e["model_id"] for e in engine_host.snapshot()] == [default_model]
+
+
+def test_a_job_handed_an_engine_evicted_since_its_claim_loads_it_again(
+    tenant, one_model_at_a_time, monkeypatch
+) -> None:  # noqa: ANN001
+    job = text_job(tenant)
+    found = engine_host._load
+
+    def found_then_evicted(items):  # noqa: ANN001, ANN202
+        for item, target in found(items):
+            runtime.model_cache().clear()  # idle, so another load may evict it before the hand-over
+            assert target.engine.stopped
+            yield item, target
+
+    monkeypatch.setattr(engine_host, "_load", found_then_evicted)
+
+    assert runtime.execute_job(str(job.pk)) == "succeeded"
+    job.refresh_from_db()
+    assert job.result["metadata"]["completion_tokens"] == 4

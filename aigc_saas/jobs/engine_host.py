@@ -373,8 +373,11 @@ def _serve(loaded: list[tuple[Claimed, Served]]) -> Iterator[tuple[Claimed, Any]
             running[str(job_id)][2].cancel()
         for job_id, (item, target, seq) in list(running.items()):
             try:
-                if target.engine.stopped:  # evicted since `_load` found it idle: load it again
-                    target = served(item.info, item.config, item.device)
+                if target.engine.stopped:
+                    # Evicted since `_load` found it idle: load it again. The load may wait for room (busy engines
+                    # drain first), so this claim's leases are kept meanwhile.
+                    with renewing([i.job for i, _, _ in running.values()]):
+                        target = served(item.info, item.config, item.device)
                     running[job_id] = (item, target, seq)
                 target.engine.submit(seq)
             except Exception as exc:  # noqa: BLE001 - an engine that stopped meanwhile fails its job alone
