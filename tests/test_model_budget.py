@@ -14,6 +14,7 @@ import pytest
 
 from aigc_saas.jobs import doorbell, engine_host, events, runtime, services
 from aigc_saas.jobs.models import Job
+from aigc_saas.observability import metrics, recording
 from aigc_saas.plugins.models import PluginRecord
 from generators.text_transformers import TextGenerator
 from hardware.cache import ModelCache
@@ -75,6 +76,8 @@ def test_a_job_of_another_model_waits_for_the_busy_engine_to_drain_instead_of_fa
     while not engine_of(default_model)["draining"] and time.monotonic() < deadline:
         time.sleep(0.005)
     assert engine_of(default_model)["draining"]  # the newcomer's load waits for it
+    recording.sample_worker()
+    assert metrics.ENGINE_DRAINING.labels(TEXT, default_model, "cpu")._value.get() == 1  # operators see it too
     assert state(long) == "running"
 
     late = text_job(tenant)  # a job for the draining engine: no room there while it drains

@@ -211,6 +211,12 @@ ENGINE_TOKENS = Gauge(
 ENGINE_ITEMS = Gauge(
     "aigc_engine_items", "Jobs the engine finished since it started.", ENGINE_LABELS, multiprocess_mode="livesum"
 )
+ENGINE_DRAINING = Gauge(
+    "aigc_engine_draining",
+    "1 while another model waits for this engine's memory: it takes no new jobs and empties (hardware.cache).",
+    ENGINE_LABELS,
+    multiprocess_mode="livesum",
+)
 
 
 def multiprocess_registry(*first: Any) -> CollectorRegistry:

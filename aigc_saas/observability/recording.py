@@ -164,6 +164,7 @@ def _sample_engines() -> None:
         "loop_seconds_total": metrics.ENGINE_LOOP_SECONDS,
         "tokens_total": metrics.ENGINE_TOKENS,
         "items_total": metrics.ENGINE_ITEMS,
+        "draining": metrics.ENGINE_DRAINING,
     }
     for engine in engine_snapshot():
         labels = (str(engine.get("generator", "")), str(engine.get("model_id", "")), str(engine.get("device", "")))
