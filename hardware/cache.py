@@ -147,10 +147,10 @@ class ModelCache:
     DRAIN_POLL_SECONDS = 0.2
 
     def draining(self, key: Hashable) -> bool:
-        """Whether a load waits for this entry to go idle (a worker claims no new jobs for it meanwhile)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            return entry is not None and entry.draining
+        """Whether a load waits for this entry to go idle (a worker claims no new jobs for it meanwhile). Read
+        without the lock, as `in` is: a load holds it for as long as a model takes to load, and claims ask this."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.draining
 
     def _load(
         self,

@@ -283,3 +283,22 @@ def test_clear_leaves_busy_entries() -> None:
 
     assert cache.clear("cpu") == 1
     assert idle.torn_down and not busy.torn_down and "a" in cache
+
+
+def test_whether_an_entry_drains_is_answered_while_another_model_loads() -> None:
+    """Claims ask it of every engine; a load holds the cache for as long as a model takes to load."""
+    cache = ModelCache()
+    cache.get_or_load("a", lambda: Engine("a", 1), device="cpu", measure=lambda v: v.size)
+    release = threading.Event()
+    loading = threading.Thread(
+        target=lambda: cache.get_or_load("b", lambda: release.wait(30) and Engine("b", 1), device="cpu")
+    )
+    loading.start()
+    answers: list[bool] = []
+    asking = threading.Thread(target=lambda: answers.append(cache.draining("a")))
+    time.sleep(0.05)  # the load holds the cache now
+    asking.start()
+    asking.join(2)
+    release.set()
+    loading.join(10)
+    assert answers == [False]  # answered while the load still ran
