@@ -78,6 +78,8 @@ class ModelCache:
     low `estimate_bytes` cannot push a device over its budget for longer than one load.
     """
 
+    DRAIN_POLL_SECONDS = 0.2  # how often a load that waits for busy entries looks again
+
     def __init__(self, budgets: dict[str, int] | None = None) -> None:
         self.budgets = dict(budgets or {})
         self._entries: OrderedDict[Hashable, CacheEntry] = OrderedDict()
@@ -143,8 +145,6 @@ class ModelCache:
                 for other in marked:  # those still here (a wait that gave up, or went idle) serve on
                     if other in self._entries:
                         self._entries[other].draining = False
-
-    DRAIN_POLL_SECONDS = 0.2
 
     def draining(self, key: Hashable) -> bool:
         """Whether a load waits for this entry to go idle (a worker claims no new jobs for it meanwhile). Read
